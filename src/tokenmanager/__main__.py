@@ -1,0 +1,3 @@
+from tokenmanager.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Ingest keys: what external gateways present to post usage records."""

@@ -1,0 +1,190 @@
+"""Table definitions for every slice. Migrations are the source of truth for the database;
+this module mirrors them for queries, and a test checks the two agree.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from tokenmanager.storage.types import UTCDateTime
+from tokenmanager.usage.histogram import BUCKET_COLUMNS
+
+# A stable naming convention so that the same migration drops the same constraint everywhere.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+teams = sa.Table(
+    "teams",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("username", sa.String(100), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(255), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+user_teams = sa.Table(
+    "user_teams",
+    metadata,
+    sa.Column(
+        "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column(
+        "team_id", sa.String(64), sa.ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True
+    ),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("session_hash", sa.String(64), primary_key=True),
+    sa.Column(
+        "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column(
+        "team_id", sa.String(64), sa.ForeignKey("teams.id", ondelete="RESTRICT"), nullable=False
+    ),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("display_prefix", sa.String(16), nullable=False),
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(100), nullable=False),
+    sa.Column("expires_at", UTCDateTime),
+    sa.Column("revoked_at", UTCDateTime),
+    sa.Column("last_used", UTCDateTime),
+    # After a rotation the old secret keeps working until previous_hash_expires_at.
+    sa.Column("previous_token_hash", sa.String(64), unique=True),
+    sa.Column("previous_hash_expires_at", UTCDateTime),
+    sa.Column("is_imported", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+routes = sa.Table(
+    "routes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("path_prefix", sa.String(255), nullable=False, unique=True),
+    sa.Column("upstream_url", sa.String(2048), nullable=False),
+    sa.Column("required_scopes", sa.JSON, nullable=False),
+    sa.Column("upstream_auth_header", sa.String(100)),
+    sa.Column("upstream_auth_query_param", sa.String(100)),
+    # Fernet ciphertext; the plaintext exists only in memory.
+    sa.Column("upstream_auth_value_encrypted", sa.Text),
+    sa.Column("connect_timeout_s", sa.Float, nullable=False),
+    sa.Column("read_timeout_s", sa.Float, nullable=False),
+    sa.Column("total_timeout_s", sa.Float, nullable=False),
+    sa.Column("is_enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+ingest_keys = sa.Table(
+    "ingest_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("display_prefix", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.String(100), nullable=False),
+    sa.Column("last_used", UTCDateTime),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False, index=True),
+    sa.Column("actor", sa.String(100), nullable=False, index=True),
+    sa.Column("action", sa.String(64), nullable=False, index=True),
+    sa.Column("target_type", sa.String(32), nullable=False),
+    sa.Column("target_id", sa.String(64), nullable=False),
+    sa.Column("before", sa.JSON),
+    sa.Column("after", sa.JSON),
+    sa.Column("client_ip", sa.String(45)),
+)
+
+# Every token or route change appends here; gateways poll `max(id)` to invalidate caches cheaply.
+change_feed = sa.Table(
+    "change_feed",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("key", sa.String(64), nullable=False),
+)
+
+# The seed's table, column names unchanged, plus what the product needs. The seed's single-column
+# token_hash index is left out: the composite index's leading column serves the same lookups.
+token_usage_logs = sa.Table(
+    "token_usage_logs",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False),
+    sa.Column("route_path", sa.String(255)),
+    sa.Column("used_at", UTCDateTime, nullable=False),
+    sa.Column("response_status", sa.Integer),
+    sa.Column("response_time_ms", sa.Integer),
+    sa.Column("ip_address", sa.String(45)),
+    sa.Column("user_agent", sa.Text),
+    sa.Column("request_method", sa.String(10)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("event_id", sa.String(36), nullable=False, unique=True),
+    sa.Column("token_id", sa.Integer),
+    sa.Column("ttfb_ms", sa.Integer),
+    sa.Column("bytes_in", sa.BigInteger),
+    sa.Column("bytes_out", sa.BigInteger),
+    sa.Column("failure_kind", sa.String(32)),
+    sa.Column("source", sa.String(16), nullable=False, server_default="gateway"),
+    sa.Index("idx_usage_used_at", "used_at"),
+    sa.Index("idx_usage_route", "route_path", "used_at"),
+    sa.Index("idx_usage_composite", "token_hash", "used_at"),
+)
+
+# hour x token x route x status class; kept current by the recorder in the same transaction as
+# the raw insert. route_path is '' (not NULL) when unknown so that the primary key works.
+usage_hourly = sa.Table(
+    "usage_hourly",
+    metadata,
+    sa.Column("hour", UTCDateTime, primary_key=True),
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("route_path", sa.String(255), primary_key=True),
+    sa.Column("status_class", sa.SmallInteger, primary_key=True),
+    sa.Column("token_id", sa.Integer),
+    sa.Column("calls", sa.BigInteger, nullable=False),
+    sa.Column("errors", sa.BigInteger, nullable=False),
+    sa.Column("sum_latency_ms", sa.BigInteger, nullable=False),
+    sa.Column("max_latency_ms", sa.Integer, nullable=False),
+    sa.Column("bytes_in", sa.BigInteger, nullable=False),
+    sa.Column("bytes_out", sa.BigInteger, nullable=False),
+    *(sa.Column(name, sa.BigInteger, nullable=False, server_default="0") for name in BUCKET_COLUMNS),
+    sa.Index("ix_usage_hourly_token_id_hour", "token_id", "hour"),
+    sa.Index("ix_usage_hourly_route_path_hour", "route_path", "hour"),
+)

@@ -1,0 +1,1 @@
+"""Teams: the owners of tokens, and the unit viewers are scoped to."""

@@ -1,0 +1,21 @@
+"""Team records and the team id format (the seed's `backend-team`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+TEAM_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Team:
+    id: str
+    name: str
+    description: str
+    created_at: datetime
+
+
+def is_valid_team_id(team_id: str) -> bool:
+    return bool(TEAM_ID_PATTERN.match(team_id))

@@ -1,0 +1,84 @@
+"""Team management: admins create, change and delete; viewers read their own teams."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from tokenmanager.access.actor import Actor
+from tokenmanager.clock import utcnow
+from tokenmanager.errors import ConflictError, InvalidInputError, NotFoundError
+from tokenmanager.storage import audit as audit_sql
+from tokenmanager.storage import teams as teams_sql
+from tokenmanager.storage import tokens as tokens_sql
+from tokenmanager.storage.database import Database
+from tokenmanager.teams.models import Team, is_valid_team_id
+
+
+def audit_view(team: Team) -> dict[str, Any]:
+    view = asdict(team)
+    view["created_at"] = team.created_at.isoformat()
+    return view
+
+
+class TeamService:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def create(self, actor: Actor, *, team_id: str, name: str, description: str = "") -> Team:
+        actor.require_admin()
+        if not is_valid_team_id(team_id):
+            raise InvalidInputError(
+                "id", "use 1-64 lower-case letters, digits, '-' or '_', e.g. backend-team"
+            )
+        async with self._db.write() as connection:
+            if await teams_sql.read_team(connection, team_id) is not None:
+                raise ConflictError(f"team {team_id!r} already exists")
+            team = await teams_sql.create_team(
+                connection,
+                {"id": team_id, "name": name, "description": description, "created_at": utcnow()},
+            )
+            await audit_sql.create_audit_entry(
+                connection, actor, "team.create", "team", team.id, after=audit_view(team)
+            )
+        return team
+
+    async def list(self, actor: Actor) -> list[Team]:
+        async with self._db.read() as connection:
+            return await teams_sql.list_teams(connection, actor.visible_team_ids)
+
+    async def read(self, actor: Actor, team_id: str) -> Team | None:
+        if not actor.can_view_team(team_id):
+            return None
+        async with self._db.read() as connection:
+            return await teams_sql.read_team(connection, team_id)
+
+    async def update(self, actor: Actor, team_id: str, changes: dict[str, Any]) -> Team:
+        actor.require_admin()
+        async with self._db.write() as connection:
+            before = await teams_sql.read_team(connection, team_id)
+            if before is None:
+                raise NotFoundError("team not found")
+            after = await teams_sql.update_team(connection, team_id, changes) if changes else before
+            await audit_sql.create_audit_entry(
+                connection, actor, "team.update", "team", team_id,
+                before=audit_view(before), after=audit_view(after),
+            )  # fmt: skip
+        return after
+
+    async def delete(self, actor: Actor, team_id: str) -> None:
+        """ConflictError while the team still owns tokens: they must be deleted or moved first."""
+        actor.require_admin()
+        async with self._db.write() as connection:
+            before = await teams_sql.read_team(connection, team_id)
+            if before is None:
+                raise NotFoundError("team not found")
+            owned = await tokens_sql.count_tokens_for_team(connection, team_id)
+            if owned:
+                raise ConflictError(
+                    f"team {team_id!r} still owns {owned} token(s); delete or move them first"
+                )
+            await teams_sql.delete_team(connection, team_id)
+            await audit_sql.create_audit_entry(
+                connection, actor, "team.delete", "team", team_id, before=audit_view(before)
+            )

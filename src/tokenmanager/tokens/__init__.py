@@ -1,0 +1,1 @@
+"""Tokens: the `ntk_` secret format, the token lifecycle and its store contract."""

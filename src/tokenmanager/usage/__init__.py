@@ -1,0 +1,1 @@
+"""Usage: events from the gateway and from ingestion, the recorder, the rollups."""

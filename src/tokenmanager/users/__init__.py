@@ -1,0 +1,1 @@
+"""Admin users, their passwords and their sessions."""
