@@ -1,0 +1,1 @@
+"""The control plane's HTTP API (FastAPI): thin routers over the services."""

@@ -1,0 +1,54 @@
+"""`create_app(settings)`: the control plane's ASGI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tokenmanager import __version__
+from tokenmanager.api import audit, health, ingest_keys, routes, sessions, teams, tokens, users
+from tokenmanager.api.errors import install_error_handlers
+from tokenmanager.composition import Services, build_services
+from tokenmanager.settings import Settings
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+async def _add_security_headers(request: Request, call_next: RequestResponseEndpoint) -> Response:
+    response = await call_next(request)
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
+    """The app owns `services` (built from settings when not given) and closes them on exit."""
+    built = services or build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await built.close()
+
+    app = FastAPI(
+        title="Token Manager",
+        version=__version__,
+        description="API token gateway and usage analytics: the control plane's API.",
+        lifespan=lifespan,
+    )
+    app.state.services = built
+    install_error_handlers(app)
+    app.add_middleware(BaseHTTPMiddleware, dispatch=_add_security_headers)
+    for module in (health, sessions, teams, users, tokens, routes, ingest_keys, audit):
+        app.include_router(module.router)
+    return app

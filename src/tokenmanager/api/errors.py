@@ -1,0 +1,120 @@
+"""One JSON error shape for every failure the API reports:
+
+    {"error": {"status": 422, "code": "invalid_input", "message": "...",
+               "fields": [{"field": "name", "message": "..."}]}}
+
+`fields` appears only for validation errors. No stack trace or secret ever reaches a body.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tokenmanager.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    SchemaNotReadyError,
+    TokenManagerError,
+)
+
+logger = logging.getLogger(__name__)
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+_STATUS_BY_ERROR: dict[type[TokenManagerError], int] = {
+    NotFoundError: 404,
+    ConflictError: 409,
+    InvalidInputError: 422,
+    PermissionDeniedError: 403,
+    SchemaNotReadyError: 503,
+}
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    fields: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "status": status,
+        "code": _CODES.get(status, "error"),
+        "message": message,
+    }
+    if fields is not None:
+        body["fields"] = fields
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def _field_name(location: tuple[Any, ...]) -> str:
+    # ("body", "scopes", 0) -> "scopes.0"; ("query", "limit") -> "limit"
+    parts = [str(part) for part in location if part not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    fields = []
+    for error in exc.errors():
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        fields.append({"field": _field_name(tuple(error["loc"])), "message": message})
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    return error_response(422, f"invalid input: {summary}", fields=fields)
+
+
+async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TokenManagerError)
+    status = next(
+        (code for cls, code in _STATUS_BY_ERROR.items() if isinstance(exc, cls)), 500
+    )
+    if isinstance(exc, InvalidInputError):
+        return error_response(
+            status, exc.message, fields=[{"field": exc.field, "message": exc.reason}]
+        )
+    if status == 500:
+        logger.error("unexpected error: %s", exc.message)
+        return error_response(500, "internal error")
+    return error_response(status, exc.message)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    message = exc.detail if isinstance(exc.detail, str) else _CODES.get(exc.status_code, "error")
+    return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+
+
+async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # The type only: an exception's text may quote a value that is a secret.
+    logger.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    return error_response(500, "internal error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(TokenManagerError, _on_domain_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected_error)

@@ -1,0 +1,73 @@
+"""`/api/teams`: admins create, change and delete teams; viewers list their own."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+
+from tokenmanager.api.auth import ActorDep, ServicesDep
+from tokenmanager.api.schemas import Description, Name, StrictBody
+from tokenmanager.errors import NotFoundError
+from tokenmanager.teams.models import Team
+
+router = APIRouter(prefix="/api/teams", tags=["teams"])
+
+
+class TeamCreate(StrictBody):
+    id: Annotated[str, Field(min_length=1, max_length=64, examples=["backend-team"])]
+    name: Name
+    description: Description = ""
+
+
+class TeamUpdate(StrictBody):
+    name: Name | None = None
+    description: Description | None = None
+
+
+class TeamOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, team: Team) -> TeamOut:
+        return cls(id=team.id, name=team.name, description=team.description, created_at=team.created_at)
+
+
+@router.post("", status_code=201, response_model=TeamOut)
+async def create_team(body: TeamCreate, actor: ActorDep, services: ServicesDep) -> TeamOut:
+    team = await services.teams.create(
+        actor, team_id=body.id, name=body.name, description=body.description
+    )
+    return TeamOut.of(team)
+
+
+@router.get("", response_model=list[TeamOut])
+async def list_teams(actor: ActorDep, services: ServicesDep) -> list[TeamOut]:
+    return [TeamOut.of(team) for team in await services.teams.list(actor)]
+
+
+@router.get("/{team_id}", response_model=TeamOut)
+async def read_team(team_id: str, actor: ActorDep, services: ServicesDep) -> TeamOut:
+    team = await services.teams.read(actor, team_id)
+    if team is None:
+        raise NotFoundError("team not found")
+    return TeamOut.of(team)
+
+
+@router.patch("/{team_id}", response_model=TeamOut)
+async def update_team(
+    team_id: str, body: TeamUpdate, actor: ActorDep, services: ServicesDep
+) -> TeamOut:
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    return TeamOut.of(await services.teams.update(actor, team_id, changes))
+
+
+@router.delete("/{team_id}", status_code=204)
+async def delete_team(team_id: str, actor: ActorDep, services: ServicesDep) -> Response:
+    await services.teams.delete(actor, team_id)
+    return Response(status_code=204)

@@ -1,0 +1,113 @@
+"""`tokenmanager team …`: create, list, show, update, delete."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+
+from tokenmanager.access.actor import cli_actor
+from tokenmanager.cli.context import open_services
+from tokenmanager.cli.output import EXIT_INVALID, fail, print_json, print_record, print_table, run, stdout
+from tokenmanager.errors import NotFoundError
+from tokenmanager.teams.models import Team
+
+app = typer.Typer(help="Manage teams (owners of tokens).", no_args_is_help=True)
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+@app.command("create")
+def create(
+    team_id: Annotated[str, typer.Argument(help="Id like backend-team.")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    description: Annotated[str, typer.Option(help="Free text.")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Create a team."""
+
+    async def body() -> Team:
+        async with open_services() as services:
+            return await services.teams.create(
+                cli_actor(), team_id=team_id, name=name, description=description
+            )
+
+    team = run(body)
+    if as_json:
+        print_json(team)
+    else:
+        stdout.print(f"Created team {team.id} ({team.name}).")
+
+
+@app.command("list")
+def list_teams(as_json: JsonOption = False) -> None:
+    """List teams."""
+
+    async def body() -> list[Team]:
+        async with open_services() as services:
+            return await services.teams.list(cli_actor())
+
+    teams = run(body)
+    if as_json:
+        print_json(teams)
+        return
+    print_table(
+        f"{len(teams)} team(s)",
+        ("id", "name", "description", "created"),
+        ([t.id, t.name, t.description, t.created_at] for t in teams),
+    )
+
+
+@app.command("show")
+def show(team_id: Annotated[str, typer.Argument(help="Team id.")], as_json: JsonOption = False) -> None:
+    """Show one team."""
+
+    async def body() -> Team:
+        async with open_services() as services:
+            team = await services.teams.read(cli_actor(), team_id)
+        if team is None:
+            raise NotFoundError(f"team {team_id} not found")
+        return team
+
+    team = run(body)
+    if as_json:
+        print_json(team)
+    else:
+        print_record(f"team {team.id}", asdict(team))
+
+
+@app.command("update")
+def update(
+    team_id: Annotated[str, typer.Argument(help="Team id.")],
+    name: Annotated[str | None, typer.Option(help="New display name.")] = None,
+    description: Annotated[str | None, typer.Option(help="New description.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Rename a team or change its description."""
+    changes: dict[str, Any] = {
+        k: v for k, v in (("name", name), ("description", description)) if v is not None
+    }
+    if not changes:
+        fail("nothing to change: give --name or --description", EXIT_INVALID)
+
+    async def body() -> Team:
+        async with open_services() as services:
+            return await services.teams.update(cli_actor(), team_id, changes)
+
+    team = run(body)
+    if as_json:
+        print_json(team)
+    else:
+        stdout.print(f"Updated team {team.id}.")
+
+
+@app.command("delete")
+def delete(team_id: Annotated[str, typer.Argument(help="Team id.")]) -> None:
+    """Delete a team that owns no tokens."""
+
+    async def body() -> None:
+        async with open_services() as services:
+            await services.teams.delete(cli_actor(), team_id)
+
+    run(body)
+    stdout.print(f"Deleted team {team_id}.")

@@ -1,0 +1,96 @@
+"""Factories for tests, shipped with the package so every test suite builds things one way.
+
+Not used by the product itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tokenmanager.settings import Settings, load_settings
+from tokenmanager.storage import migrate
+from tokenmanager.storage.engine import create_engine, parse_database_url
+
+TEST_SECRET_KEY = "test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
+
+# argon2's floor: tests hash many passwords and must not spend 0.35 s on each.
+FAST_PASSWORD_HASHING: dict[str, Any] = {"argon2_time_cost": 1, "argon2_memory_kib": 64}
+
+
+def make_settings(data_dir: Path, database_url: str | None = None, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "secret_key": TEST_SECRET_KEY,
+        **FAST_PASSWORD_HASHING,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+async def _migrate(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        await migrate.upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+def build_sqlite_template(path: Path) -> Path:
+    """A migrated SQLite file to copy per test (faster than migrating each time)."""
+    asyncio.run(_migrate(f"sqlite:///{path}"))
+    return path
+
+
+def copy_sqlite_template(template: Path, target: Path) -> str:
+    shutil.copyfile(template, target)
+    return f"sqlite:///{target}"
+
+
+class PostgresDatabases:
+    """Creates throw-away PostgreSQL databases from one migrated template database."""
+
+    def __init__(self, server_url: str) -> None:
+        self._server_url = parse_database_url(server_url)
+        self.template_name = f"tm_template_{uuid.uuid4().hex[:8]}"
+        self._created: list[str] = []
+
+    def _url_for(self, name: str) -> str:
+        return self._server_url.set(database=name).render_as_string(hide_password=False)
+
+    async def _admin(self, *statements: str) -> None:
+        engine = create_async_engine(
+            self._server_url.set(database="postgres"), isolation_level="AUTOCOMMIT"
+        )
+        try:
+            async with engine.connect() as connection:
+                for statement in statements:
+                    await connection.execute(sa.text(statement))
+        finally:
+            await engine.dispose()
+
+    def create_template(self) -> None:
+        asyncio.run(self._admin(f'CREATE DATABASE "{self.template_name}"'))
+        asyncio.run(_migrate(self._url_for(self.template_name)))
+
+    async def create_database(self, *, migrated: bool = True) -> str:
+        name = f"tm_test_{uuid.uuid4().hex[:12]}"
+        template = f' TEMPLATE "{self.template_name}"' if migrated else ""
+        await self._admin(f'CREATE DATABASE "{name}"{template}')
+        self._created.append(name)
+        return self._url_for(name)
+
+    async def drop_database(self, url: str) -> None:
+        name = parse_database_url(url).database
+        await self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def drop_all(self) -> None:
+        names = [*self._created, self.template_name]
+        asyncio.run(self._admin(*(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in names)))
