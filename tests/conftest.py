@@ -28,7 +28,9 @@ VIEWER_PASSWORD = "viewer password 123"
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     if os.environ.get("CI") == "true" and not POSTGRES_URL:
-        raise pytest.UsageError("CI must set TOKENMANAGER_TEST_POSTGRES_URL: the suite runs on both")
+        raise pytest.UsageError(
+            "CI must set TOKENMANAGER_TEST_POSTGRES_URL: the suite runs on both"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from tokenmanager.errors import ConfigurationError
 
-SECRET_KEY_FILE = "secret_key"
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
 MIN_SECRET_KEY_CHARS = 32
 
 # Values people paste from examples; a deployment that runs with one of them has no secret at all.
@@ -69,7 +69,9 @@ class Settings(BaseSettings):
         description="Encrypts upstream credentials and signs sessions; generated on first run "
         "and kept in the data dir when unset.",
     )
-    redis_url: str | None = Field(default=None, description="Optional Redis, e.g. redis://127.0.0.1:6379/0.")
+    redis_url: str | None = Field(
+        default=None, description="Optional Redis, e.g. redis://127.0.0.1:6379/0."
+    )
     session_ttl_s: int = Field(default=12 * 3600, gt=0, description="Admin session lifetime.")
     rotation_grace_s: int = Field(
         default=24 * 3600, ge=0, description="How long a rotated token's old secret keeps working."

@@ -18,7 +18,7 @@ from tokenmanager.settings import Settings, load_settings
 from tokenmanager.storage import migrate
 from tokenmanager.storage.engine import create_engine, parse_database_url
 
-TEST_SECRET_KEY = "test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"
+TEST_SECRET_KEY = "test-secret-key-0123456789abcdefghijklmnopqrstuvwxyz"  # noqa: S105 - tests only
 
 # argon2's floor: tests hash many passwords and must not spend 0.35 s on each.
 FAST_PASSWORD_HASHING: dict[str, Any] = {"argon2_time_cost": 1, "argon2_memory_kib": 64}

@@ -88,9 +88,7 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 
 async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TokenManagerError)
-    status = next(
-        (code for cls, code in _STATUS_BY_ERROR.items() if isinstance(exc, cls)), 500
-    )
+    status = next((code for cls, code in _STATUS_BY_ERROR.items() if isinstance(exc, cls)), 500)
     if isinstance(exc, InvalidInputError):
         return error_response(
             status, exc.message, fields=[{"field": exc.field, "message": exc.reason}]

@@ -113,8 +113,16 @@ async def read_route(route_id: int, actor: ActorDep, services: ServicesDep) -> R
     return RouteOut.of(route)
 
 
-_NOT_NULLABLE = ("path_prefix", "upstream_url", "required_scopes", "connect_timeout_s",
-                 "read_timeout_s", "total_timeout_s", "is_enabled", "description")  # fmt: skip
+_NOT_NULLABLE = (
+    "path_prefix",
+    "upstream_url",
+    "required_scopes",
+    "connect_timeout_s",
+    "read_timeout_s",
+    "total_timeout_s",
+    "is_enabled",
+    "description",
+)
 
 
 @router.patch("/{route_id}", response_model=RouteOut)

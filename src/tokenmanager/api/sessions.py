@@ -31,7 +31,7 @@ class LoginBody(StrictBody):
 
 class LoginAnswer(BaseModel):
     access_token: str
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
     expires_in: int
     csrf_token: str
 
@@ -46,7 +46,10 @@ class Me(BaseModel):
 @router.post(
     "/login",
     response_model=LoginAnswer,
-    responses={401: {"description": "Wrong username or password"}, 429: {"description": "Throttled"}},
+    responses={
+        401: {"description": "Wrong username or password"},
+        429: {"description": "Throttled"},
+    },
 )
 async def login(
     body: LoginBody, request: Request, response: Response, services: ServicesDep
@@ -92,5 +95,8 @@ async def logout(request: Request, actor: ActorDep, services: ServicesDep) -> Re
 @router.get("/me", response_model=Me)
 async def me(actor: ActorDep) -> Me:
     return Me(
-        id=actor.user_id, username=actor.name, role=actor.role.value, team_ids=sorted(actor.team_ids)
+        id=actor.user_id,
+        username=actor.name,
+        role=actor.role.value,
+        team_ids=sorted(actor.team_ids),
     )

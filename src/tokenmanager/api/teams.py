@@ -35,7 +35,9 @@ class TeamOut(BaseModel):
 
     @classmethod
     def of(cls, team: Team) -> TeamOut:
-        return cls(id=team.id, name=team.name, description=team.description, created_at=team.created_at)
+        return cls(
+            id=team.id, name=team.name, description=team.description, created_at=team.created_at
+        )
 
 
 @router.post("", status_code=201, response_model=TeamOut)

@@ -54,7 +54,11 @@ class UserOut(BaseModel):
 @router.post("", status_code=201, response_model=UserOut)
 async def create_user(body: UserCreate, actor: ActorDep, services: ServicesDep) -> UserOut:
     user = await services.users.create(
-        actor, username=body.username, password=body.password, role=body.role, team_ids=body.team_ids
+        actor,
+        username=body.username,
+        password=body.password,
+        role=body.role,
+        team_ids=body.team_ids,
     )
     return UserOut.of(user)
 

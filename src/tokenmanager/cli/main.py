@@ -85,7 +85,9 @@ def serve(
 
     try:
         settings = load_settings()
-        logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         services = build_services(settings)
     except ConfigurationError as exc:
         fail(exc.message, EXIT_CONFIG)
@@ -114,7 +116,10 @@ def _check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            fail(f"cannot listen on {host}:{port}: {exc.strerror}; choose another with --port", EXIT_CONFIG)
+            fail(
+                f"cannot listen on {host}:{port}: {exc.strerror}; choose another with --port",
+                EXIT_CONFIG,
+            )
 
 
 def main() -> None:

@@ -10,7 +10,15 @@ import typer
 
 from tokenmanager.access.actor import cli_actor
 from tokenmanager.cli.context import open_services
-from tokenmanager.cli.output import EXIT_INVALID, fail, print_json, print_record, print_table, run, stdout
+from tokenmanager.cli.output import (
+    EXIT_INVALID,
+    fail,
+    print_json,
+    print_record,
+    print_table,
+    run,
+    stdout,
+)
 from tokenmanager.errors import NotFoundError
 from tokenmanager.routes.models import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -57,11 +65,21 @@ def _print_route(route: Route, as_json: bool, verb: str) -> None:
 
 @app.command("add")
 def add(
-    path_prefix: Annotated[str, typer.Argument(help="Path prefix on the gateway, e.g. /api/openai.")],
-    upstream_url: Annotated[str, typer.Argument(help="Upstream base URL, e.g. https://api.openai.com/v1.")],
-    scope: Annotated[list[str] | None, typer.Option("--scope", "-s", help="A required scope; repeat.")] = None,
-    auth_header: Annotated[str | None, typer.Option(help="Header to inject, e.g. Authorization.")] = None,
-    auth_query_param: Annotated[str | None, typer.Option(help="Query parameter to inject instead.")] = None,
+    path_prefix: Annotated[
+        str, typer.Argument(help="Path prefix on the gateway, e.g. /api/openai.")
+    ],
+    upstream_url: Annotated[
+        str, typer.Argument(help="Upstream base URL, e.g. https://api.openai.com/v1.")
+    ],
+    scope: Annotated[
+        list[str] | None, typer.Option("--scope", "-s", help="A required scope; repeat.")
+    ] = None,
+    auth_header: Annotated[
+        str | None, typer.Option(help="Header to inject, e.g. Authorization.")
+    ] = None,
+    auth_query_param: Annotated[
+        str | None, typer.Option(help="Query parameter to inject instead.")
+    ] = None,
     auth_value_stdin: AuthValueStdin = False,
     connect_timeout_s: Annotated[float, typer.Option(min=0.001)] = DEFAULT_CONNECT_TIMEOUT_S,
     read_timeout_s: Annotated[float, typer.Option(min=0.001)] = DEFAULT_READ_TIMEOUT_S,
@@ -76,12 +94,19 @@ def add(
     async def body() -> Route:
         async with open_services() as services:
             return await services.routes.create(
-                cli_actor(), path_prefix=path_prefix, upstream_url=upstream_url,
-                required_scopes=scope or [], upstream_auth_header=auth_header,
-                upstream_auth_query_param=auth_query_param, upstream_auth_value=auth_value,
-                connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s,
-                total_timeout_s=total_timeout_s, is_enabled=not disabled, description=description,
-            )  # fmt: skip
+                cli_actor(),
+                path_prefix=path_prefix,
+                upstream_url=upstream_url,
+                required_scopes=scope or [],
+                upstream_auth_header=auth_header,
+                upstream_auth_query_param=auth_query_param,
+                upstream_auth_value=auth_value,
+                connect_timeout_s=connect_timeout_s,
+                read_timeout_s=read_timeout_s,
+                total_timeout_s=total_timeout_s,
+                is_enabled=not disabled,
+                description=description,
+            )
 
     _print_route(run(body), as_json, "Added")
 
@@ -102,15 +127,23 @@ def list_routes(as_json: JsonOption = False) -> None:
         f"{len(routes)} route(s)",
         ("id", "prefix", "upstream", "scopes", "credential", "enabled"),
         (
-            [r.id, r.path_prefix, r.upstream_url, r.required_scopes,
-             r.upstream_auth_value_hint or "—", r.is_enabled]  # fmt: skip
+            [
+                r.id,
+                r.path_prefix,
+                r.upstream_url,
+                r.required_scopes,
+                r.upstream_auth_value_hint or "—",
+                r.is_enabled,
+            ]
             for r in routes
         ),
     )
 
 
 @app.command("show")
-def show(route_id: Annotated[int, typer.Argument(help="Route id.")], as_json: JsonOption = False) -> None:
+def show(
+    route_id: Annotated[int, typer.Argument(help="Route id.")], as_json: JsonOption = False
+) -> None:
     """Show one route."""
 
     async def body() -> Route:
@@ -132,16 +165,22 @@ def update(
     route_id: Annotated[int, typer.Argument(help="Route id.")],
     path_prefix: Annotated[str | None, typer.Option(help="New path prefix.")] = None,
     upstream_url: Annotated[str | None, typer.Option(help="New upstream URL.")] = None,
-    scope: Annotated[list[str] | None, typer.Option("--scope", "-s", help="Replace required scopes.")] = None,
+    scope: Annotated[
+        list[str] | None, typer.Option("--scope", "-s", help="Replace required scopes.")
+    ] = None,
     clear_scopes: Annotated[bool, typer.Option("--clear-scopes", help="Require no scope.")] = False,
     auth_header: Annotated[str | None, typer.Option(help="Header to inject.")] = None,
     auth_query_param: Annotated[str | None, typer.Option(help="Query parameter to inject.")] = None,
     auth_value_stdin: AuthValueStdin = False,
-    remove_auth: Annotated[bool, typer.Option("--remove-auth", help="Remove the credential.")] = False,
+    remove_auth: Annotated[
+        bool, typer.Option("--remove-auth", help="Remove the credential.")
+    ] = False,
     connect_timeout_s: Annotated[float | None, typer.Option(min=0.001)] = None,
     read_timeout_s: Annotated[float | None, typer.Option(min=0.001)] = None,
     total_timeout_s: Annotated[float | None, typer.Option(min=0.001)] = None,
-    enabled: Annotated[bool | None, typer.Option("--enabled/--disabled", help="Switch on or off.")] = None,
+    enabled: Annotated[
+        bool | None, typer.Option("--enabled/--disabled", help="Switch on or off.")
+    ] = None,
     description: Annotated[str | None, typer.Option(help="New description.")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -149,12 +188,16 @@ def update(
     changes: dict[str, Any] = {
         name: value
         for name, value in (
-            ("path_prefix", path_prefix), ("upstream_url", upstream_url),
-            ("upstream_auth_header", auth_header), ("upstream_auth_query_param", auth_query_param),
-            ("connect_timeout_s", connect_timeout_s), ("read_timeout_s", read_timeout_s),
-            ("total_timeout_s", total_timeout_s), ("is_enabled", enabled),
+            ("path_prefix", path_prefix),
+            ("upstream_url", upstream_url),
+            ("upstream_auth_header", auth_header),
+            ("upstream_auth_query_param", auth_query_param),
+            ("connect_timeout_s", connect_timeout_s),
+            ("read_timeout_s", read_timeout_s),
+            ("total_timeout_s", total_timeout_s),
+            ("is_enabled", enabled),
             ("description", description),
-        )  # fmt: skip
+        )
         if value is not None
     }
     if scope is not None or clear_scopes:

@@ -9,7 +9,15 @@ import typer
 
 from tokenmanager.access.actor import cli_actor
 from tokenmanager.cli.context import open_services
-from tokenmanager.cli.output import EXIT_INVALID, fail, print_json, print_record, print_table, run, stdout
+from tokenmanager.cli.output import (
+    EXIT_INVALID,
+    fail,
+    print_json,
+    print_record,
+    print_table,
+    run,
+    stdout,
+)
 from tokenmanager.errors import NotFoundError
 from tokenmanager.teams.models import Team
 
@@ -59,7 +67,9 @@ def list_teams(as_json: JsonOption = False) -> None:
 
 
 @app.command("show")
-def show(team_id: Annotated[str, typer.Argument(help="Team id.")], as_json: JsonOption = False) -> None:
+def show(
+    team_id: Annotated[str, typer.Argument(help="Team id.")], as_json: JsonOption = False
+) -> None:
     """Show one team."""
 
     async def body() -> Team:

@@ -12,7 +12,15 @@ import typer
 
 from tokenmanager.access.actor import cli_actor
 from tokenmanager.cli.context import open_services
-from tokenmanager.cli.output import EXIT_INVALID, fail, print_json, print_record, print_table, run, stdout
+from tokenmanager.cli.output import (
+    EXIT_INVALID,
+    fail,
+    print_json,
+    print_record,
+    print_table,
+    run,
+    stdout,
+)
 from tokenmanager.clock import utcnow
 from tokenmanager.errors import NotFoundError
 from tokenmanager.tokens.models import IssuedToken, Token, TokenState
@@ -20,10 +28,14 @@ from tokenmanager.tokens.models import IssuedToken, Token, TokenState
 app = typer.Typer(help="Issue and manage API tokens (ntk_…).", no_args_is_help=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-ScopeOption = Annotated[list[str] | None, typer.Option("--scope", "-s", help="A scope; repeat for more.")]
+ScopeOption = Annotated[
+    list[str] | None, typer.Option("--scope", "-s", help="A scope; repeat for more.")
+]
 ExpiresOption = Annotated[
     str | None,
-    typer.Option(help="When it stops working: ISO-8601 (2026-12-31T00:00:00Z) or a duration (30d, 12h)."),
+    typer.Option(
+        help="When it stops working: ISO-8601 (2026-12-31T00:00:00Z) or a duration (30d, 12h)."
+    ),
 ]
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -44,8 +56,16 @@ def parse_expiry(raw: str | None) -> datetime | None:
 
 
 def _token_row(token: Token) -> list[Any]:
-    return [token.id, token.name, token.team_id, token.display_prefix or "(imported)",
-            token.scopes, token.state_at(utcnow()), token.expires_at, token.last_used]  # fmt: skip
+    return [
+        token.id,
+        token.name,
+        token.team_id,
+        token.display_prefix or "(imported)",
+        token.scopes,
+        token.state_at(utcnow()),
+        token.expires_at,
+        token.last_used,
+    ]
 
 
 def _token_json(token: Token) -> dict[str, Any]:
@@ -77,9 +97,13 @@ def issue(
     async def body() -> IssuedToken:
         async with open_services() as services:
             return await services.tokens.issue(
-                cli_actor(), name=name, team_id=team, scopes=scope or [],
-                description=description, expires_at=parse_expiry(expires_at),
-            )  # fmt: skip
+                cli_actor(),
+                name=name,
+                team_id=team,
+                scopes=scope or [],
+                description=description,
+                expires_at=parse_expiry(expires_at),
+            )
 
     _print_issued(run(body), as_json, "Issued")
 
@@ -108,7 +132,9 @@ def list_tokens(
 
 
 @app.command("show")
-def show(token_id: Annotated[int, typer.Argument(help="Token id.")], as_json: JsonOption = False) -> None:
+def show(
+    token_id: Annotated[int, typer.Argument(help="Token id.")], as_json: JsonOption = False
+) -> None:
     """Show one token."""
 
     async def body() -> Token:
@@ -129,11 +155,17 @@ def show(token_id: Annotated[int, typer.Argument(help="Token id.")], as_json: Js
 def update(
     token_id: Annotated[int, typer.Argument(help="Token id.")],
     name: Annotated[str | None, typer.Option(help="New name.")] = None,
-    scope: Annotated[list[str] | None, typer.Option("--scope", "-s", help="Replace the scopes; repeat.")] = None,
-    clear_scopes: Annotated[bool, typer.Option("--clear-scopes", help="Remove every scope.")] = False,
+    scope: Annotated[
+        list[str] | None, typer.Option("--scope", "-s", help="Replace the scopes; repeat.")
+    ] = None,
+    clear_scopes: Annotated[
+        bool, typer.Option("--clear-scopes", help="Remove every scope.")
+    ] = False,
     description: Annotated[str | None, typer.Option(help="New description.")] = None,
     expires_at: ExpiresOption = None,
-    never_expires: Annotated[bool, typer.Option("--never-expires", help="Remove the expiry.")] = False,
+    never_expires: Annotated[
+        bool, typer.Option("--never-expires", help="Remove the expiry.")
+    ] = False,
     team: Annotated[str | None, typer.Option(help="Move to another team.")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -166,7 +198,9 @@ def update(
 
 
 @app.command("revoke")
-def revoke(token_id: Annotated[int, typer.Argument(help="Token id.")], as_json: JsonOption = False) -> None:
+def revoke(
+    token_id: Annotated[int, typer.Argument(help="Token id.")], as_json: JsonOption = False
+) -> None:
     """Revoke a token: it stops working at once (idempotent)."""
 
     async def body() -> Token:
@@ -184,7 +218,8 @@ def revoke(token_id: Annotated[int, typer.Argument(help="Token id.")], as_json: 
 def rotate(
     token_id: Annotated[int, typer.Argument(help="Token id.")],
     grace_period_s: Annotated[
-        int | None, typer.Option(min=0, help="How long the old secret keeps working (default 24 h).")
+        int | None,
+        typer.Option(min=0, help="How long the old secret keeps working (default 24 h)."),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -231,9 +266,14 @@ def import_token(
     async def body() -> Token:
         async with open_services() as services:
             return await services.tokens.import_hash(
-                cli_actor(), token_hash=token_hash, name=name, team_id=team,
-                scopes=scope or [], description=description, expires_at=parse_expiry(expires_at),
-            )  # fmt: skip
+                cli_actor(),
+                token_hash=token_hash,
+                name=name,
+                team_id=team,
+                scopes=scope or [],
+                description=description,
+                expires_at=parse_expiry(expires_at),
+            )
 
     token = run(body)
     if as_json:

@@ -35,7 +35,9 @@ def _read_password(from_stdin: bool) -> str:
 def create(
     username: Annotated[str, typer.Argument(help="Login name.")],
     role: Annotated[Role, typer.Option(help="admin (everything) or viewer (only its teams).")],
-    team: Annotated[list[str] | None, typer.Option("--team", "-t", help="A team a viewer sees; repeat.")] = None,
+    team: Annotated[
+        list[str] | None, typer.Option("--team", "-t", help="A team a viewer sees; repeat.")
+    ] = None,
     password_stdin: PasswordStdin = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -87,8 +89,12 @@ async def _user_id(services: Any, username: str) -> int:
 def update(
     username: Annotated[str, typer.Argument(help="Login name.")],
     role: Annotated[Role | None, typer.Option(help="New role.")] = None,
-    team: Annotated[list[str] | None, typer.Option("--team", "-t", help="Replace the teams; repeat.")] = None,
-    set_password: Annotated[bool, typer.Option("--set-password", help="Set a new password.")] = False,
+    team: Annotated[
+        list[str] | None, typer.Option("--team", "-t", help="Replace the teams; repeat.")
+    ] = None,
+    set_password: Annotated[
+        bool, typer.Option("--set-password", help="Set a new password.")
+    ] = False,
     password_stdin: PasswordStdin = False,
     as_json: JsonOption = False,
 ) -> None:

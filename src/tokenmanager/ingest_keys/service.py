@@ -68,7 +68,12 @@ class IngestKeyService:
                 raise NotFoundError("ingest key not found")
             await ingest_keys_sql.delete_ingest_key(connection, key_id)
             await audit_sql.create_audit_entry(
-                connection, actor, "ingest_key.delete", "ingest_key", key_id, before=_audit_view(key)
+                connection,
+                actor,
+                "ingest_key.delete",
+                "ingest_key",
+                key_id,
+                before=_audit_view(key),
             )
 
     async def verify(self, key_secret: str) -> IngestKey | None:

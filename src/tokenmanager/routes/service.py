@@ -28,11 +28,19 @@ from tokenmanager.storage.database import Database
 
 UPDATABLE_FIELDS = frozenset(
     {
-        "path_prefix", "upstream_url", "required_scopes", "upstream_auth_header",
-        "upstream_auth_query_param", "upstream_auth_value", "connect_timeout_s",
-        "read_timeout_s", "total_timeout_s", "is_enabled", "description",
+        "path_prefix",
+        "upstream_url",
+        "required_scopes",
+        "upstream_auth_header",
+        "upstream_auth_query_param",
+        "upstream_auth_value",
+        "connect_timeout_s",
+        "read_timeout_s",
+        "total_timeout_s",
+        "is_enabled",
+        "description",
     }
-)  # fmt: skip
+)
 
 
 def audit_view(route: Route) -> dict[str, Any]:
@@ -175,13 +183,19 @@ class RouteService:
             values = self._checked_values(fields)
             await self._refuse_duplicate_prefix(connection, values["path_prefix"], route_id)
             after = self._to_route(
-                await routes_sql.update_route(connection, route_id, values | {"updated_at": utcnow()})
+                await routes_sql.update_route(
+                    connection, route_id, values | {"updated_at": utcnow()}
+                )
             )
             await audit_sql.create_audit_entry(
-                connection, actor, "route.update", "route", route_id,
+                connection,
+                actor,
+                "route.update",
+                "route",
+                route_id,
                 before=audit_view(before),
                 after=audit_view(after) | {"credential_changed": "upstream_auth_value" in changes},
-            )  # fmt: skip
+            )
             await audit_sql.append_change(connection, "route", route_id)
         return after
 
@@ -193,9 +207,13 @@ class RouteService:
                 raise NotFoundError("route not found")
             await routes_sql.delete_route(connection, route_id)
             await audit_sql.create_audit_entry(
-                connection, actor, "route.delete", "route", route_id,
+                connection,
+                actor,
+                "route.delete",
+                "route",
+                route_id,
                 before=audit_view(self._to_route(row)),
-            )  # fmt: skip
+            )
             await audit_sql.append_change(connection, "route", route_id)
 
     async def _refuse_duplicate_prefix(

@@ -16,11 +16,20 @@ _QUERY_PARAM = re.compile(r"^[A-Za-z0-9._~-]{1,100}$")
 # Headers the gateway owns: injecting one of these would break framing or routing.
 _RESERVED_HEADERS = frozenset(
     {
-        "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
-        "te", "trailer", "proxy-connection", "proxy-authenticate", "proxy-authorization",
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
         "x-api-key",
     }
-)  # fmt: skip
+)
 
 
 def check_path_prefix(raw: str) -> str:
@@ -91,7 +100,9 @@ def check_credential(header: str | None, query_param: str | None, value: str | N
             # A CR or LF here would let the credential inject headers of its own.
             raise InvalidInputError("upstream_auth_value", "must not contain control characters")
     elif header is not None or query_param is not None:
-        raise InvalidInputError("upstream_auth_value", "is required when a place to inject it is set")
+        raise InvalidInputError(
+            "upstream_auth_value", "is required when a place to inject it is set"
+        )
 
 
 def check_timeouts(connect_s: float, read_s: float, total_s: float) -> None:

@@ -28,7 +28,10 @@ _ASYNC_DRIVERS = {
 
 
 def parse_database_url(raw_url: str) -> URL:
-    """Map `sqlite:///x.db` / `postgresql://…` to the async driver; ConfigurationError if unknown."""
+    """Map `sqlite:///x.db` / `postgresql://…` to the async driver.
+
+    ConfigurationError for anything else.
+    """
     try:
         url = make_url(raw_url)
     except ArgumentError:

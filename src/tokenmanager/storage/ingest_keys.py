@@ -22,7 +22,9 @@ def _to_key(row: Any) -> IngestKey:
 
 
 async def create_ingest_key(connection: AsyncConnection, values: dict[str, Any]) -> IngestKey:
-    result = await connection.execute(ingest_keys.insert().values(**values).returning(*ingest_keys.c))
+    result = await connection.execute(
+        ingest_keys.insert().values(**values).returning(*ingest_keys.c)
+    )
     return _to_key(result.one())
 
 
@@ -38,7 +40,10 @@ async def read_ingest_key_by_hash(connection: AsyncConnection, key_hash: str) ->
 
 
 async def list_ingest_keys(connection: AsyncConnection) -> list[IngestKey]:
-    return [_to_key(row) for row in await connection.execute(ingest_keys.select().order_by(ingest_keys.c.id))]
+    return [
+        _to_key(row)
+        for row in await connection.execute(ingest_keys.select().order_by(ingest_keys.c.id))
+    ]
 
 
 async def delete_ingest_key(connection: AsyncConnection, key_id: int) -> None:

@@ -54,9 +54,7 @@ sessions = sa.Table(
     "sessions",
     metadata,
     sa.Column("session_hash", sa.String(64), primary_key=True),
-    sa.Column(
-        "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
-    ),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
 )
@@ -184,7 +182,10 @@ usage_hourly = sa.Table(
     sa.Column("max_latency_ms", sa.Integer, nullable=False),
     sa.Column("bytes_in", sa.BigInteger, nullable=False),
     sa.Column("bytes_out", sa.BigInteger, nullable=False),
-    *(sa.Column(name, sa.BigInteger, nullable=False, server_default="0") for name in BUCKET_COLUMNS),
+    *(
+        sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
+        for name in BUCKET_COLUMNS
+    ),
     sa.Index("ix_usage_hourly_token_id_hour", "token_id", "hour"),
     sa.Index("ix_usage_hourly_route_path_hour", "route_path", "hour"),
 )

@@ -47,7 +47,9 @@ async def create_user(
     return _to_user(row, tuple(sorted(team_ids)))
 
 
-async def set_user_teams(connection: AsyncConnection, user_id: int, team_ids: Sequence[str]) -> None:
+async def set_user_teams(
+    connection: AsyncConnection, user_id: int, team_ids: Sequence[str]
+) -> None:
     await connection.execute(user_teams.delete().where(user_teams.c.user_id == user_id))
     if team_ids:
         await connection.execute(
@@ -94,7 +96,11 @@ async def count_admins(connection: AsyncConnection) -> int:
 
 
 async def create_session(
-    connection: AsyncConnection, session_hash: str, user_id: int, now: datetime, expires_at: datetime
+    connection: AsyncConnection,
+    session_hash: str,
+    user_id: int,
+    now: datetime,
+    expires_at: datetime,
 ) -> None:
     await connection.execute(
         sessions.insert().values(

@@ -61,9 +61,14 @@ class TeamService:
                 raise NotFoundError("team not found")
             after = await teams_sql.update_team(connection, team_id, changes) if changes else before
             await audit_sql.create_audit_entry(
-                connection, actor, "team.update", "team", team_id,
-                before=audit_view(before), after=audit_view(after),
-            )  # fmt: skip
+                connection,
+                actor,
+                "team.update",
+                "team",
+                team_id,
+                before=audit_view(before),
+                after=audit_view(after),
+            )
         return after
 
     async def delete(self, actor: Actor, team_id: str) -> None:

@@ -10,7 +10,7 @@ import hashlib
 import secrets
 import zlib
 
-TOKEN_PREFIX = "ntk_"
+TOKEN_PREFIX = "ntk_"  # noqa: S105 - the public prefix
 BASE62_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 RANDOM_BITS = 256
 RANDOM_CHARS = 43  # ceil(256 / log2(62))

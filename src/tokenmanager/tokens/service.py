@@ -26,7 +26,10 @@ UPDATABLE_FIELDS = frozenset({"name", "scopes", "description", "metadata", "expi
 
 def audit_view(token: Token) -> dict[str, Any]:
     view = asdict(token)
-    return {key: value.isoformat() if isinstance(value, datetime) else value for key, value in view.items()}
+    return {
+        key: value.isoformat() if isinstance(value, datetime) else value
+        for key, value in view.items()
+    }
 
 
 def _check_scopes(scopes: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -185,13 +188,23 @@ class TokenService:
             values["metadata"] = {}
         async with self._db.write() as connection:
             before = await self._read_for_change(connection, actor, token_id)
-            if "team_id" in values and await teams_sql.read_team(connection, values["team_id"]) is None:
+            if (
+                "team_id" in values
+                and await teams_sql.read_team(connection, values["team_id"]) is None
+            ):
                 raise NotFoundError("team not found")
-            after = await tokens_sql.update_token(connection, token_id, values) if values else before
+            after = (
+                await tokens_sql.update_token(connection, token_id, values) if values else before
+            )
             await audit_sql.create_audit_entry(
-                connection, actor, "token.update", "token", token_id,
-                before=audit_view(before), after=audit_view(after),
-            )  # fmt: skip
+                connection,
+                actor,
+                "token.update",
+                "token",
+                token_id,
+                before=audit_view(before),
+                after=audit_view(after),
+            )
             await audit_sql.append_change(connection, "token", token_id)
         return after
 
@@ -204,12 +217,21 @@ class TokenService:
             after = await tokens_sql.update_token(
                 connection,
                 token_id,
-                {"revoked_at": utcnow(), "previous_token_hash": None, "previous_hash_expires_at": None},
+                {
+                    "revoked_at": utcnow(),
+                    "previous_token_hash": None,
+                    "previous_hash_expires_at": None,
+                },
             )
             await audit_sql.create_audit_entry(
-                connection, actor, "token.revoke", "token", token_id,
-                before=audit_view(before), after=audit_view(after),
-            )  # fmt: skip
+                connection,
+                actor,
+                "token.revoke",
+                "token",
+                token_id,
+                before=audit_view(before),
+                after=audit_view(after),
+            )
             await audit_sql.append_change(connection, "token", token_id)
         return after
 
@@ -243,9 +265,14 @@ class TokenService:
                 },
             )
             await audit_sql.create_audit_entry(
-                connection, actor, "token.rotate", "token", token_id,
-                before=audit_view(before), after=audit_view(after),
-            )  # fmt: skip
+                connection,
+                actor,
+                "token.rotate",
+                "token",
+                token_id,
+                before=audit_view(before),
+                after=audit_view(after),
+            )
             await audit_sql.append_change(connection, "token", token_id)
         return IssuedToken(token=after, token_secret=token_secret)
 

@@ -11,10 +11,37 @@ from __future__ import annotations
 import bisect
 
 BUCKET_UPPER_BOUNDS_MS: tuple[float, ...] = (
-    1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700,
-    1000, 1500, 2000, 3000, 5000, 7000, 10000, 15000, 20000, 30000, 60000, 120000,
+    1,
+    2,
+    3,
+    5,
+    7,
+    10,
+    15,
+    20,
+    30,
+    50,
+    70,
+    100,
+    150,
+    200,
+    300,
+    500,
+    700,
+    1000,
+    1500,
+    2000,
+    3000,
+    5000,
+    7000,
+    10000,
+    15000,
+    20000,
+    30000,
+    60000,
+    120000,
     float("inf"),
-)  # fmt: skip
+)
 BUCKET_COLUMNS: tuple[str, ...] = tuple(f"h{i:02d}" for i in range(len(BUCKET_UPPER_BOUNDS_MS)))
 
 

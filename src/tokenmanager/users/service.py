@@ -44,7 +44,12 @@ def hash_session_secret(session_secret: str) -> str:
 
 
 def audit_view(user: User) -> dict[str, Any]:
-    return {"id": user.id, "username": user.username, "role": user.role.value, "team_ids": list(user.team_ids)}
+    return {
+        "id": user.id,
+        "username": user.username,
+        "role": user.role.value,
+        "team_ids": list(user.team_ids),
+    }
 
 
 def actor_for(user: User, client_ip: str | None) -> Actor:
@@ -92,9 +97,14 @@ class UserService:
                 raise ConflictError(f"user {username!r} already exists")
             user = await users_sql.create_user(
                 connection,
-                {"username": username, "password_hash": password_hash, "role": role.value, "created_at": utcnow()},
+                {
+                    "username": username,
+                    "password_hash": password_hash,
+                    "role": role.value,
+                    "created_at": utcnow(),
+                },
                 sorted(set(team_ids)),
-            )  # fmt: skip
+            )
             await audit_sql.create_audit_entry(
                 connection, actor, "user.create", "user", user.id, after=audit_view(user)
             )
@@ -137,9 +147,14 @@ class UserService:
             assert after is not None
             audit_after = audit_view(after) | {"password_changed": "password_hash" in values}
             await audit_sql.create_audit_entry(
-                connection, actor, "user.update", "user", user_id,
-                before=audit_view(before), after=audit_after,
-            )  # fmt: skip
+                connection,
+                actor,
+                "user.update",
+                "user",
+                user_id,
+                before=audit_view(before),
+                after=audit_after,
+            )
         return after
 
     async def delete(self, actor: Actor, user_id: int) -> None:
@@ -174,7 +189,11 @@ class UserService:
         async with self._db.write() as connection:
             await users_sql.delete_expired_sessions(connection, now)
             await users_sql.create_session(
-                connection, hash_session_secret(session_secret), user.id, now, now + self._session_ttl
+                connection,
+                hash_session_secret(session_secret),
+                user.id,
+                now,
+                now + self._session_ttl,
             )
             await audit_sql.create_audit_entry(
                 connection, actor_for(user, client_ip), "user.login", "user", user.id
@@ -196,8 +215,16 @@ class UserService:
 
 
 def _check_username(username: str) -> None:
-    if not username or len(username) > USERNAME_MAX_CHARS or not username.isprintable() or username.strip() != username:
-        raise InvalidInputError("username", f"must be 1-{USERNAME_MAX_CHARS} printable characters without surrounding spaces")
+    if (
+        not username
+        or len(username) > USERNAME_MAX_CHARS
+        or not username.isprintable()
+        or username.strip() != username
+    ):
+        raise InvalidInputError(
+            "username",
+            f"must be 1-{USERNAME_MAX_CHARS} printable characters without surrounding spaces",
+        )
 
 
 def _check_password(password: str) -> None:

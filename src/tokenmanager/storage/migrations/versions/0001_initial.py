@@ -45,8 +45,12 @@ def upgrade() -> None:
         "user_teams",
         sa.Column("user_id", sa.Integer, nullable=False),
         sa.Column("team_id", sa.String(64), nullable=False),
-        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name="fk_user_teams_user_id_users", ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["team_id"], ["teams.id"], name="fk_user_teams_team_id_teams", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name="fk_user_teams_user_id_users", ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["team_id"], ["teams.id"], name="fk_user_teams_team_id_teams", ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("user_id", "team_id", name="pk_user_teams"),
     )
     op.create_table(
@@ -55,7 +59,9 @@ def upgrade() -> None:
         sa.Column("user_id", sa.Integer, nullable=False),
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Column("expires_at", UTCDateTime, nullable=False),
-        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name="fk_sessions_user_id_users", ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name="fk_sessions_user_id_users", ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("session_hash", name="pk_sessions"),
     )
     op.create_table(
@@ -76,7 +82,9 @@ def upgrade() -> None:
         sa.Column("previous_token_hash", sa.String(64)),
         sa.Column("previous_hash_expires_at", UTCDateTime),
         sa.Column("is_imported", sa.Boolean, nullable=False, server_default=sa.false()),
-        sa.ForeignKeyConstraint(["team_id"], ["teams.id"], name="fk_tokens_team_id_teams", ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(
+            ["team_id"], ["teams.id"], name="fk_tokens_team_id_teams", ondelete="RESTRICT"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_tokens"),
         sa.UniqueConstraint("token_hash", name="uq_tokens_token_hash"),
         sa.UniqueConstraint("previous_token_hash", name="uq_tokens_previous_token_hash"),
@@ -138,7 +146,12 @@ def upgrade() -> None:
     )
     op.create_table(
         "token_usage_logs",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), autoincrement=True, nullable=False),
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
         sa.Column("token_hash", sa.String(64), nullable=False),
         sa.Column("route_path", sa.String(255)),
         sa.Column("used_at", UTCDateTime, nullable=False),
@@ -178,7 +191,9 @@ def upgrade() -> None:
             sa.Column(f"h{i:02d}", sa.BigInteger, nullable=False, server_default="0")
             for i in range(HISTOGRAM_BUCKETS)
         ),
-        sa.PrimaryKeyConstraint("hour", "token_hash", "route_path", "status_class", name="pk_usage_hourly"),
+        sa.PrimaryKeyConstraint(
+            "hour", "token_hash", "route_path", "status_class", name="pk_usage_hourly"
+        ),
     )
     op.create_index("ix_usage_hourly_token_id_hour", "usage_hourly", ["token_id", "hour"])
     op.create_index("ix_usage_hourly_route_path_hour", "usage_hourly", ["route_path", "hour"])
