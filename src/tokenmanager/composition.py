@@ -8,9 +8,11 @@ from dataclasses import dataclass
 
 from tokenmanager.audit.service import AuditService
 from tokenmanager.crypto import Keyring
+from tokenmanager.errors import ConfigurationError
 from tokenmanager.ingest_keys.service import IngestKeyService
 from tokenmanager.routes.service import RouteService
 from tokenmanager.settings import Settings, load_secret_key
+from tokenmanager.ssrf import UpstreamPolicy
 from tokenmanager.storage.database import Database
 from tokenmanager.teams.service import TeamService
 from tokenmanager.tokens.service import TokenService
@@ -34,6 +36,13 @@ class Services:
         await self.database.dispose()
 
 
+def upstream_policy(settings: Settings) -> UpstreamPolicy:
+    try:
+        return UpstreamPolicy.parse(settings.upstream_allow)
+    except ValueError as exc:
+        raise ConfigurationError(f"TOKENMANAGER_UPSTREAM_ALLOW: {exc}") from None
+
+
 def build_services(settings: Settings) -> Services:
     """Wire every service to one database; raises ConfigurationError for unusable settings."""
     database = Database.from_url(settings.resolved_database_url)
@@ -48,7 +57,7 @@ def build_services(settings: Settings) -> Services:
         teams=TeamService(database),
         users=UserService(database, passwords, session_ttl_s=settings.session_ttl_s),
         tokens=TokenService(database, rotation_grace_s=settings.rotation_grace_s),
-        routes=RouteService(database, keyring),
+        routes=RouteService(database, keyring, upstream_policy(settings)),
         ingest_keys=IngestKeyService(database),
         audit=AuditService(database),
     )

@@ -79,6 +79,47 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=3, ge=1, description="argon2id iterations.")
     argon2_memory_kib: int = Field(default=65536, ge=64, description="argon2id memory in KiB.")
     log_level: str = Field(default="INFO", description="Python logging level name.")
+    # Gateway
+    upstream_allow: str = Field(
+        default="",
+        description="Comma-separated CIDRs and host names the SSRF guard lets routes reach even "
+        "though they are private, loopback or link-local (e.g. 127.0.0.0/8,internal.example).",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated CIDRs whose X-Forwarded-For header the gateway believes.",
+    )
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024, gt=0, description="Largest request body the gateway forwards."
+    )
+    max_header_bytes: int = Field(
+        default=32 * 1024, gt=0, description="Largest total size of request headers (else 431)."
+    )
+    rate_limit_per_s: int | None = Field(
+        default=None, gt=0, description="Default requests per second per token (unset: none)."
+    )
+    rate_limit_per_min: int | None = Field(
+        default=None, gt=0, description="Default requests per minute per token (unset: none)."
+    )
+    change_poll_interval_s: float = Field(
+        default=0.5, gt=0, le=10, description="How often gateways poll the store for changes."
+    )
+    # Usage recorder
+    usage_flush_interval_s: float = Field(
+        default=0.2, gt=0, le=10, description="Longest time an event waits before it is written."
+    )
+    usage_batch_size: int = Field(
+        default=1000, gt=0, le=50_000, description="Most events written in one transaction."
+    )
+    usage_queue_size: int = Field(
+        default=100_000, gt=0, description="Events held in memory before they go to the spool."
+    )
+    spool_max_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        gt=0,
+        description="Largest size of the on-disk spool; beyond it new events are dropped and "
+        "counted.",
+    )
 
     @field_validator("log_level")
     @classmethod

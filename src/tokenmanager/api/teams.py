@@ -16,15 +16,22 @@ from tokenmanager.teams.models import Team
 router = APIRouter(prefix="/api/teams", tags=["teams"])
 
 
+RateLimit = Annotated[int, Field(gt=0, le=1_000_000)]
+
+
 class TeamCreate(StrictBody):
     id: Annotated[str, Field(min_length=1, max_length=64, examples=["backend-team"])]
     name: Name
     description: Description = ""
+    rate_limit_per_s: RateLimit | None = None
+    rate_limit_per_min: RateLimit | None = None
 
 
 class TeamUpdate(StrictBody):
     name: Name | None = None
     description: Description | None = None
+    rate_limit_per_s: RateLimit | None = None
+    rate_limit_per_min: RateLimit | None = None
 
 
 class TeamOut(BaseModel):
@@ -32,18 +39,30 @@ class TeamOut(BaseModel):
     name: str
     description: str
     created_at: datetime
+    rate_limit_per_s: int | None
+    rate_limit_per_min: int | None
 
     @classmethod
     def of(cls, team: Team) -> TeamOut:
         return cls(
-            id=team.id, name=team.name, description=team.description, created_at=team.created_at
+            id=team.id,
+            name=team.name,
+            description=team.description,
+            created_at=team.created_at,
+            rate_limit_per_s=team.rate_limit_per_s,
+            rate_limit_per_min=team.rate_limit_per_min,
         )
 
 
 @router.post("", status_code=201, response_model=TeamOut)
 async def create_team(body: TeamCreate, actor: ActorDep, services: ServicesDep) -> TeamOut:
     team = await services.teams.create(
-        actor, team_id=body.id, name=body.name, description=body.description
+        actor,
+        team_id=body.id,
+        name=body.name,
+        description=body.description,
+        rate_limit_per_s=body.rate_limit_per_s,
+        rate_limit_per_min=body.rate_limit_per_min,
     )
     return TeamOut.of(team)
 
@@ -65,7 +84,10 @@ async def read_team(team_id: str, actor: ActorDep, services: ServicesDep) -> Tea
 async def update_team(
     team_id: str, body: TeamUpdate, actor: ActorDep, services: ServicesDep
 ) -> TeamOut:
-    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    changes = body.model_dump(exclude_unset=True)
+    for required in ("name", "description"):
+        if required in changes and changes[required] is None:
+            changes.pop(required)  # null means "leave as is"; rate limits take null as "none"
     return TeamOut.of(await services.teams.update(actor, team_id, changes))
 
 

@@ -19,6 +19,7 @@ router = APIRouter(prefix="/api/tokens", tags=["tokens"])
 
 Scopes = Annotated[list[Annotated[str, Field(max_length=130)]], Field(max_length=64)]
 Metadata = Annotated[dict[str, Any], Field(max_length=50)]
+RateLimit = Annotated[int, Field(gt=0, le=1_000_000)]
 
 
 class TokenCreate(StrictBody):
@@ -28,6 +29,8 @@ class TokenCreate(StrictBody):
     description: Description = ""
     metadata: Metadata = {}
     expires_at: UTCDatetime | None = None
+    rate_limit_per_s: RateLimit | None = None
+    rate_limit_per_min: RateLimit | None = None
 
 
 class TokenUpdate(StrictBody):
@@ -37,6 +40,8 @@ class TokenUpdate(StrictBody):
     description: Description | None = None
     metadata: Metadata | None = None
     expires_at: UTCDatetime | None = None
+    rate_limit_per_s: RateLimit | None = None
+    rate_limit_per_min: RateLimit | None = None
 
 
 class TokenRotate(StrictBody):
@@ -59,6 +64,8 @@ class TokenOut(BaseModel):
     last_used: datetime | None
     previous_secret_expires_at: datetime | None
     is_imported: bool
+    rate_limit_per_s: int | None
+    rate_limit_per_min: int | None
 
     @classmethod
     def of(cls, token: Token) -> TokenOut:
@@ -82,6 +89,8 @@ class TokenOut(BaseModel):
                 previous_expires if previous_expires and previous_expires > now else None
             ),
             is_imported=token.is_imported,
+            rate_limit_per_s=token.rate_limit_per_s,
+            rate_limit_per_min=token.rate_limit_per_min,
         )
 
 
@@ -103,6 +112,8 @@ async def issue_token(body: TokenCreate, actor: ActorDep, services: ServicesDep)
         description=body.description,
         metadata=body.metadata,
         expires_at=body.expires_at,
+        rate_limit_per_s=body.rate_limit_per_s,
+        rate_limit_per_min=body.rate_limit_per_min,
     )
     return IssuedTokenOut.of_issued(issued)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
@@ -22,6 +23,7 @@ from tokenmanager.routes.models import (
     Route,
     UpstreamCredential,
 )
+from tokenmanager.ssrf import ForbiddenUpstreamError, UpstreamPolicy
 from tokenmanager.storage import audit as audit_sql
 from tokenmanager.storage import routes as routes_sql
 from tokenmanager.storage.database import Database
@@ -49,9 +51,22 @@ def audit_view(route: Route) -> dict[str, Any]:
 
 
 class RouteService:
-    def __init__(self, database: Database, keyring: Keyring) -> None:
+    def __init__(
+        self, database: Database, keyring: Keyring, upstream_policy: UpstreamPolicy
+    ) -> None:
         self._db = database
         self._keyring = keyring
+        self._upstream_policy = upstream_policy
+
+    async def _check_reachable(self, upstream_url: str) -> None:
+        """The SSRF guard's save-time check (it runs again at connect time)."""
+        parts = urlsplit(upstream_url)
+        assert parts.hostname is not None  # check_upstream_url made sure
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            await self._upstream_policy.check_host(parts.hostname, port)
+        except ForbiddenUpstreamError as exc:
+            raise InvalidInputError("upstream_url", str(exc)) from None
 
     def _to_route(self, row: sa.Row[Any]) -> Route:
         credential = self.credential_of(row)
@@ -139,6 +154,7 @@ class RouteService:
                 "description": description,
             }
         )
+        await self._check_reachable(values["upstream_url"])
         now = utcnow()
         async with self._db.write() as connection:
             await self._refuse_duplicate_prefix(connection, values["path_prefix"], None)
@@ -181,6 +197,8 @@ class RouteService:
             if "upstream_auth_value" in changes and changes["upstream_auth_value"] is None:
                 fields["upstream_auth_header"] = fields["upstream_auth_query_param"] = None
             values = self._checked_values(fields)
+            if values["upstream_url"] != before.upstream_url:
+                await self._check_reachable(values["upstream_url"])
             await self._refuse_duplicate_prefix(connection, values["path_prefix"], route_id)
             after = self._to_route(
                 await routes_sql.update_route(

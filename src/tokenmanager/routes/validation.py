@@ -83,11 +83,11 @@ def check_credential(header: str | None, query_param: str | None, value: str | N
             "upstream_auth_query_param", "set either upstream_auth_header or this, not both"
         )
     if header is not None:
-        if not _HEADER_NAME.match(header):
+        if not _HEADER_NAME.fullmatch(header):
             raise InvalidInputError("upstream_auth_header", "is not a valid HTTP header name")
         if header.lower() in _RESERVED_HEADERS:
             raise InvalidInputError("upstream_auth_header", f"{header} is managed by the gateway")
-    if query_param is not None and not _QUERY_PARAM.match(query_param):
+    if query_param is not None and not _QUERY_PARAM.fullmatch(query_param):
         raise InvalidInputError("upstream_auth_query_param", "use letters, digits and ._~-")
     if value is not None:
         if header is None and query_param is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -31,17 +32,41 @@ def head_revision() -> str:
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Upgrade the database to `revision` (default: the latest)."""
-    async with engine.begin() as connection:
-        await connection.run_sync(
-            lambda sync_conn: command.upgrade(_alembic_config(sync_conn), revision)
-        )
+    await _run(engine, lambda config: command.upgrade(config, revision))
 
 
 async def downgrade(engine: AsyncEngine, revision: str) -> None:
-    async with engine.begin() as connection:
-        await connection.run_sync(
-            lambda sync_conn: command.downgrade(_alembic_config(sync_conn), revision)
-        )
+    await _run(engine, lambda config: command.downgrade(config, revision))
+
+
+async def _run(engine: AsyncEngine, step: Callable[[Config], None]) -> None:
+    async with engine.connect() as connection:
+        await connection.run_sync(_run_in_transaction, step)
+
+
+def _run_in_transaction(connection: sa.Connection, step: Callable[[Config], None]) -> None:
+    is_sqlite = connection.dialect.name == "sqlite"
+    if is_sqlite:
+        # SQLite alters a table by copying it; with foreign keys on, dropping the old copy of a
+        # referenced table fails. They go off for the migration (the pragma is ignored inside a
+        # transaction, hence before BEGIN) and the result is checked before commit.
+        _sqlite_pragma(connection, "PRAGMA foreign_keys=OFF")
+    try:
+        with connection.begin():
+            step(_alembic_config(connection))
+            if is_sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first():
+                raise RuntimeError("migration left rows that break a foreign key")
+    finally:
+        if is_sqlite:
+            _sqlite_pragma(connection, "PRAGMA foreign_keys=ON")
+
+
+def _sqlite_pragma(connection: sa.Connection, pragma: str) -> None:
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(pragma)
+    finally:
+        cursor.close()
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

@@ -27,6 +27,8 @@ teams = sa.Table(
     sa.Column("name", sa.String(200), nullable=False),
     sa.Column("description", sa.Text, nullable=False, server_default=""),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("rate_limit_per_s", sa.Integer),
+    sa.Column("rate_limit_per_min", sa.Integer),
 )
 
 users = sa.Table(
@@ -81,6 +83,8 @@ tokens = sa.Table(
     sa.Column("previous_token_hash", sa.String(64), unique=True),
     sa.Column("previous_hash_expires_at", UTCDateTime),
     sa.Column("is_imported", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("rate_limit_per_s", sa.Integer),
+    sa.Column("rate_limit_per_min", sa.Integer),
 )
 
 routes = sa.Table(

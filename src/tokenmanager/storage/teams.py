@@ -12,7 +12,14 @@ from tokenmanager.teams.models import Team
 
 
 def _to_team(row: Any) -> Team:
-    return Team(id=row.id, name=row.name, description=row.description, created_at=row.created_at)
+    return Team(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        created_at=row.created_at,
+        rate_limit_per_s=row.rate_limit_per_s,
+        rate_limit_per_min=row.rate_limit_per_min,
+    )
 
 
 async def create_team(connection: AsyncConnection, values: dict[str, Any]) -> Team:

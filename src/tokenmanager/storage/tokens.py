@@ -29,6 +29,8 @@ def _to_token(row: sa.Row[Any]) -> Token:
         last_used=row.last_used,
         previous_hash_expires_at=row.previous_hash_expires_at,
         is_imported=row.is_imported,
+        rate_limit_per_s=row.rate_limit_per_s,
+        rate_limit_per_min=row.rate_limit_per_min,
     )
 
 

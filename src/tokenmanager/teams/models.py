@@ -15,7 +15,9 @@ class Team:
     name: str
     description: str
     created_at: datetime
+    rate_limit_per_s: int | None = None
+    rate_limit_per_min: int | None = None
 
 
 def is_valid_team_id(team_id: str) -> bool:
-    return bool(TEAM_ID_PATTERN.match(team_id))
+    return bool(TEAM_ID_PATTERN.fullmatch(team_id))

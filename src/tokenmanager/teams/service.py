@@ -25,7 +25,16 @@ class TeamService:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    async def create(self, actor: Actor, *, team_id: str, name: str, description: str = "") -> Team:
+    async def create(
+        self,
+        actor: Actor,
+        *,
+        team_id: str,
+        name: str,
+        description: str = "",
+        rate_limit_per_s: int | None = None,
+        rate_limit_per_min: int | None = None,
+    ) -> Team:
         actor.require_admin()
         if not is_valid_team_id(team_id):
             raise InvalidInputError(
@@ -36,7 +45,14 @@ class TeamService:
                 raise ConflictError(f"team {team_id!r} already exists")
             team = await teams_sql.create_team(
                 connection,
-                {"id": team_id, "name": name, "description": description, "created_at": utcnow()},
+                {
+                    "id": team_id,
+                    "name": name,
+                    "description": description,
+                    "created_at": utcnow(),
+                    "rate_limit_per_s": rate_limit_per_s,
+                    "rate_limit_per_min": rate_limit_per_min,
+                },
             )
             await audit_sql.create_audit_entry(
                 connection, actor, "team.create", "team", team.id, after=audit_view(team)

@@ -30,6 +30,8 @@ class Token:
     last_used: datetime | None
     previous_hash_expires_at: datetime | None = None
     is_imported: bool = False
+    rate_limit_per_s: int | None = None
+    rate_limit_per_min: int | None = None
 
     def state_at(self, now: datetime) -> TokenState:
         if self.revoked_at is not None:

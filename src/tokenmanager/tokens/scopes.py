@@ -8,14 +8,14 @@ import re
 from collections.abc import Iterable
 
 MAX_SCOPES = 64
-_SCOPE_PATTERN = re.compile(r"^(\*|[a-z0-9][a-z0-9_.\-]{0,63}(:([a-z0-9][a-z0-9_.\-]{0,63}|\*))*)$")
+_SCOPE_PATTERN = re.compile(r"\*|[a-z0-9][a-z0-9_.\-]{0,63}(:[a-z0-9][a-z0-9_.\-]{0,63})*(:\*)?")
 
 
 def parse_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     """Validated, de-duplicated, sorted scopes; ValueError naming the first bad one."""
     result = set()
     for scope in scopes:
-        if not isinstance(scope, str) or not _SCOPE_PATTERN.match(scope):
+        if not isinstance(scope, str) or not _SCOPE_PATTERN.fullmatch(scope):
             raise ValueError(
                 f"invalid scope {scope!r}: use lower-case name or name:action, optionally ending "
                 "in :* (or * alone)"

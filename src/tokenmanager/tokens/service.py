@@ -21,7 +21,18 @@ from tokenmanager.tokens import codec
 from tokenmanager.tokens.models import IssuedToken, Token, TokenState
 from tokenmanager.tokens.scopes import parse_scopes
 
-UPDATABLE_FIELDS = frozenset({"name", "scopes", "description", "metadata", "expires_at", "team_id"})
+UPDATABLE_FIELDS = frozenset(
+    {
+        "name",
+        "scopes",
+        "description",
+        "metadata",
+        "expires_at",
+        "team_id",
+        "rate_limit_per_s",
+        "rate_limit_per_min",
+    }
+)
 
 
 def audit_view(token: Token) -> dict[str, Any]:
@@ -54,6 +65,8 @@ class TokenService:
         description: str = "",
         metadata: dict[str, Any] | None = None,
         expires_at: datetime | None = None,
+        rate_limit_per_s: int | None = None,
+        rate_limit_per_min: int | None = None,
     ) -> IssuedToken:
         """A new token; the returned secret is not stored anywhere and cannot be shown again."""
         token_secret = codec.build_token_secret()
@@ -69,6 +82,7 @@ class TokenService:
             token_hash=codec.hash_token(token_secret),
             display_prefix=codec.display_prefix(token_secret),
             is_imported=False,
+            rate_limits=(rate_limit_per_s, rate_limit_per_min),
         )
         return IssuedToken(token=token, token_secret=token_secret)
 
@@ -99,6 +113,7 @@ class TokenService:
             token_hash=token_hash,
             display_prefix="",
             is_imported=True,
+            rate_limits=(None, None),
         )
 
     async def _create(
@@ -115,6 +130,7 @@ class TokenService:
         token_hash: str,
         display_prefix: str,
         is_imported: bool,
+        rate_limits: tuple[int | None, int | None],
     ) -> Token:
         actor.require_team(team_id, "team")
         now = utcnow()
@@ -137,6 +153,8 @@ class TokenService:
                     "created_by": actor.name,
                     "expires_at": expires_at,
                     "is_imported": is_imported,
+                    "rate_limit_per_s": rate_limits[0],
+                    "rate_limit_per_min": rate_limits[1],
                 },
             )
             await audit_sql.create_audit_entry(
