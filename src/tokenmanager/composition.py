@@ -4,18 +4,29 @@ their services here, so there is one place where the product's parts are wired t
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tokenmanager.audit.service import AuditService
+from tokenmanager.changes import ChangePublisher, build_redis
 from tokenmanager.crypto import Keyring
 from tokenmanager.errors import ConfigurationError
+from tokenmanager.gateway.app import GatewayApp
+from tokenmanager.gateway.directory import Directory
+from tokenmanager.gateway.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from tokenmanager.ingest_keys.service import IngestKeyService
 from tokenmanager.routes.service import RouteService
 from tokenmanager.settings import Settings, load_secret_key
-from tokenmanager.ssrf import UpstreamPolicy
+from tokenmanager.ssrf import IPNetwork, UpstreamPolicy
 from tokenmanager.storage.database import Database
+from tokenmanager.storage.usage import insert_usage_events
 from tokenmanager.teams.service import TeamService
 from tokenmanager.tokens.service import TokenService
+from tokenmanager.usage.events import UsageEvent
+from tokenmanager.usage.recorder import UsageRecorder
+from tokenmanager.usage.spool import Spool
 from tokenmanager.users.passwords import Passwords
 from tokenmanager.users.service import UserService
 
@@ -31,9 +42,23 @@ class Services:
     routes: RouteService
     ingest_keys: IngestKeyService
     audit: AuditService
+    redis: Any | None = None
 
     async def close(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.database.dispose()
+
+
+def parse_networks(raw: str, setting: str) -> tuple[IPNetwork, ...]:
+    try:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in raw.split(",")
+            if part.strip()
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"{setting}: {exc}") from None
 
 
 def upstream_policy(settings: Settings) -> UpstreamPolicy:
@@ -47,6 +72,9 @@ def build_services(settings: Settings) -> Services:
     """Wire every service to one database; raises ConfigurationError for unusable settings."""
     database = Database.from_url(settings.resolved_database_url)
     keyring = Keyring(load_secret_key(settings))
+    redis = build_redis(settings.redis_url) if settings.redis_url else None
+    if redis is not None:
+        database.on_change = ChangePublisher(redis).publish
     passwords = Passwords(
         time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib
     )
@@ -60,4 +88,49 @@ def build_services(settings: Settings) -> Services:
         routes=RouteService(database, keyring, upstream_policy(settings)),
         ingest_keys=IngestKeyService(database),
         audit=AuditService(database),
+        redis=redis,
+    )
+
+
+def build_gateway_app(settings: Settings) -> GatewayApp:
+    """The gateway with its own engine, cache, recorder and spool (one per process)."""
+    database = Database.from_url(settings.resolved_database_url)
+    keyring = Keyring(load_secret_key(settings))
+    redis = build_redis(settings.redis_url) if settings.redis_url else None
+    local_limiter = LocalRateLimiter()
+    limiter: RateLimiter = (
+        RedisRateLimiter(redis, fallback=local_limiter) if redis is not None else local_limiter
+    )
+    spool = Spool(settings.data_dir / "spool", max_bytes=settings.spool_max_bytes)
+
+    async def write_batch(events: Sequence[UsageEvent]) -> int:
+        async with database.write() as connection:
+            return await insert_usage_events(connection, events)
+
+    recorder = UsageRecorder(
+        write_batch,
+        spool,
+        batch_size=settings.usage_batch_size,
+        flush_interval_s=settings.usage_flush_interval_s,
+        queue_size=settings.usage_queue_size,
+    )
+
+    async def close() -> None:
+        if redis is not None:
+            await redis.aclose()
+        await database.dispose()
+
+    return GatewayApp(
+        directory=Directory(
+            database, keyring, poll_interval_s=settings.change_poll_interval_s, redis=redis
+        ),
+        recorder=recorder,
+        spool=spool,
+        limiter=limiter,
+        upstream_policy=upstream_policy(settings),
+        trusted_proxies=parse_networks(settings.trusted_proxies, "TOKENMANAGER_TRUSTED_PROXIES"),
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+        default_rate_limits=(settings.rate_limit_per_s, settings.rate_limit_per_min),
+        on_shutdown=close,
     )

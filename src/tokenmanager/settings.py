@@ -184,7 +184,7 @@ def check_secret_key(value: str) -> None:
     """Raise ValueError for a secret key that protects nothing."""
     if value.strip().lower() in PLACEHOLDER_SECRET_KEYS:
         raise ValueError("is a known placeholder value; set a random secret")
-    if len(value) < MIN_SECRET_KEY_CHARS:
+    if len(value.strip()) < MIN_SECRET_KEY_CHARS:  # blanks protect nothing either
         raise ValueError(f"must be at least {MIN_SECRET_KEY_CHARS} characters")
 
 

@@ -25,7 +25,7 @@ async def readyz(services: ServicesDep) -> JSONResponse | dict[str, str]:
         await ensure_at_head(services.database.engine)
     except SchemaNotReadyError as exc:
         return JSONResponse({"status": "not_ready", "reason": exc.message}, status_code=503)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the database means not ready
         reason = f"database unreachable ({type(exc).__name__})"
         return JSONResponse({"status": "not_ready", "reason": reason}, status_code=503)
     return {"status": "ready"}

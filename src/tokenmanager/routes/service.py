@@ -50,6 +50,17 @@ def audit_view(route: Route) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in view.items()}
 
 
+def decrypt_credential(row: sa.Row[Any], keyring: Keyring) -> UpstreamCredential | None:
+    """The plaintext credential of a route row (for the gateway), or None if none is set."""
+    if row.upstream_auth_value_encrypted is None:
+        return None
+    return UpstreamCredential(
+        header=row.upstream_auth_header,
+        query_param=row.upstream_auth_query_param,
+        value=keyring.decrypt(row.upstream_auth_value_encrypted),
+    )
+
+
 class RouteService:
     def __init__(
         self, database: Database, keyring: Keyring, upstream_policy: UpstreamPolicy
@@ -88,14 +99,7 @@ class RouteService:
         )
 
     def credential_of(self, row: sa.Row[Any]) -> UpstreamCredential | None:
-        """The decrypted credential of a route row (the gateway's view), or None."""
-        if row.upstream_auth_value_encrypted is None:
-            return None
-        return UpstreamCredential(
-            header=row.upstream_auth_header,
-            query_param=row.upstream_auth_query_param,
-            value=self._keyring.decrypt(row.upstream_auth_value_encrypted),
-        )
+        return decrypt_credential(row, self._keyring)
 
     def _checked_values(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Validated column values from API-level fields (the credential value encrypted)."""

@@ -57,7 +57,7 @@ def check_upstream_url(raw: str) -> str:
         raise InvalidInputError(
             "upstream_url", "must not carry credentials; use upstream_auth_header instead"
         )
-    if parts.fragment:
+    if parts.fragment or "#" in url:  # an empty fragment too: the path would land after it
         raise InvalidInputError("upstream_url", "must not have a #fragment")
     if port == 0:
         raise InvalidInputError("upstream_url", "port must be between 1 and 65535")

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenmanager.access.actor import Actor
 from tokenmanager.clock import utcnow
+from tokenmanager.storage.database import CHANGED_FLAG
 from tokenmanager.storage.schema import audit_log, change_feed
 
 
@@ -85,6 +86,7 @@ async def list_audit_entries(
 async def append_change(connection: AsyncConnection, kind: str, key: object) -> None:
     """Tell gateways that a token or route changed (they poll `read_change_version`)."""
     await connection.execute(change_feed.insert().values(at=utcnow(), kind=kind, key=str(key)))
+    connection.info[CHANGED_FLAG] = True
 
 
 async def read_change_version(connection: AsyncConnection) -> int:

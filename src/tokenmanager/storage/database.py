@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
@@ -12,10 +12,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tokenmanager.errors import ConflictError
 from tokenmanager.storage.engine import READ_ONLY_OPTION, create_engine
 
+# Set on a connection by `storage.audit.append_change`; `Database.write` announces the change
+# after commit (Redis pub/sub), so gateways need not wait for their next poll.
+CHANGED_FLAG = "tokenmanager_changed"
+
+OnChange = Callable[[], Awaitable[None]]
+
 
 class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self.on_change: OnChange | None = None
 
     @classmethod
     def from_url(cls, url: str) -> Database:
@@ -35,11 +42,17 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A transaction, committed on success; unique violations become ConflictError."""
+        changed = False
         try:
             async with self.engine.begin() as connection:
-                yield connection
+                try:
+                    yield connection
+                finally:
+                    changed = connection.info.pop(CHANGED_FLAG, False)
         except IntegrityError as exc:
             raise ConflictError(_describe_conflict(exc)) from None
+        if changed and self.on_change is not None:
+            await self.on_change()
 
     async def ping(self) -> None:
         async with self.read() as connection:

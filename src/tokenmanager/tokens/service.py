@@ -199,6 +199,8 @@ class TokenService:
             raise InvalidInputError(sorted(unknown)[0], "cannot be changed")
         if "team_id" in changes and not actor.is_admin:
             raise InvalidInputError("team_id", "only an admin can move a token to another team")
+        if changes.get("expires_at") is not None and changes["expires_at"] <= utcnow():
+            raise InvalidInputError("expires_at", "must be in the future")  # as at issue
         values = dict(changes)
         if "scopes" in values:
             values["scopes"] = list(_check_scopes(values["scopes"]))

@@ -1,0 +1,58 @@
+"""SQL the gateway needs: token records by hash, the route table, imported hashes and the
+change feed. Called on cache misses and on changes, never per request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tokenmanager.storage.schema import change_feed, routes, teams, tokens
+
+
+async def read_token_by_hash(connection: AsyncConnection, token_hash: str) -> Any:
+    """The token whose current or previous (rotated) hash is `token_hash`, with its team's
+    rate limits, or None."""
+    query = (
+        sa.select(
+            tokens.c.id,
+            tokens.c.team_id,
+            tokens.c.token_hash,
+            tokens.c.scopes,
+            tokens.c.expires_at,
+            tokens.c.revoked_at,
+            tokens.c.previous_token_hash,
+            tokens.c.previous_hash_expires_at,
+            tokens.c.rate_limit_per_s,
+            tokens.c.rate_limit_per_min,
+            teams.c.rate_limit_per_s.label("team_rate_limit_per_s"),
+            teams.c.rate_limit_per_min.label("team_rate_limit_per_min"),
+        )
+        .join(teams, teams.c.id == tokens.c.team_id)
+        .where(
+            sa.or_(tokens.c.token_hash == token_hash, tokens.c.previous_token_hash == token_hash)
+        )
+    )
+    return (await connection.execute(query)).first()
+
+
+async def list_imported_hashes(connection: AsyncConnection) -> set[str]:
+    query = sa.select(tokens.c.token_hash).where(tokens.c.is_imported.is_(True))
+    return set((await connection.execute(query)).scalars())
+
+
+async def list_route_rows(connection: AsyncConnection) -> list[sa.Row[Any]]:
+    return list(await connection.execute(routes.select()))
+
+
+async def read_changes_since(
+    connection: AsyncConnection, after_id: int, limit: int = 1000
+) -> list[sa.Row[Any]]:
+    query = (
+        sa.select(change_feed.c.id, change_feed.c.kind, change_feed.c.key)
+        .where(change_feed.c.id > after_id)
+        .order_by(change_feed.c.id)
+        .limit(limit)
+    )
+    return list(await connection.execute(query))

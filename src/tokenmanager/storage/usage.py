@@ -1,0 +1,125 @@
+"""SQL for usage: the batched, idempotent insert that keeps `tokens.last_used` and the hourly
+rollup current in the same transaction. Only rows that were really inserted (new `event_id`s)
+reach the rollup, so replaying a batch never counts a call twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tokenmanager.storage.schema import token_usage_logs, tokens, usage_hourly
+from tokenmanager.usage.events import UsageEvent
+from tokenmanager.usage.histogram import BUCKET_COLUMNS
+from tokenmanager.usage.rollup import build_rollup
+
+# Rows per INSERT statement: 17 parameters each stays far below both drivers' 32k limit.
+ROWS_PER_STATEMENT = 1000
+
+_EVENT_COLUMNS = (
+    "event_id", "token_hash", "token_id", "route_path", "used_at", "response_status",
+    "response_time_ms", "ttfb_ms", "ip_address", "user_agent", "request_method",
+    "error_message", "bytes_in", "bytes_out", "failure_kind", "source",
+)  # fmt: skip
+
+
+def _dialect_insert(connection: AsyncConnection, table: sa.Table) -> Any:
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+async def _resolve_token_ids(connection: AsyncConnection, events: Sequence[UsageEvent]) -> None:
+    """Fill in token_id for events that carry only a hash (ingested from external gateways)."""
+    unknown = {e.token_hash for e in events if e.token_id is None and e.token_hash}
+    if not unknown:
+        return
+    rows = await connection.execute(
+        sa.select(tokens.c.id, tokens.c.token_hash, tokens.c.previous_token_hash).where(
+            sa.or_(tokens.c.token_hash.in_(unknown), tokens.c.previous_token_hash.in_(unknown))
+        )
+    )
+    ids: dict[str, int] = {}
+    for row in rows:
+        ids[row.token_hash] = row.id
+        if row.previous_token_hash:
+            ids[row.previous_token_hash] = row.id
+    for event in events:
+        if event.token_id is None:
+            event.token_id = ids.get(event.token_hash)
+
+
+async def insert_usage_events(connection: AsyncConnection, events: Sequence[UsageEvent]) -> int:
+    """Insert events not stored yet, update last_used and the rollup; return how many were new."""
+    if not events:
+        return 0
+    await _resolve_token_ids(connection, events)
+    by_id = {event.event_id: event for event in events}
+    inserted: list[UsageEvent] = []
+    batch = list(by_id.values())
+    for start in range(0, len(batch), ROWS_PER_STATEMENT):
+        chunk = batch[start : start + ROWS_PER_STATEMENT]
+        statement = (
+            _dialect_insert(connection, token_usage_logs)
+            .values([{name: getattr(e, name) for name in _EVENT_COLUMNS} for e in chunk])
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(token_usage_logs.c.event_id)
+        )
+        inserted.extend(
+            by_id[event_id] for event_id in (await connection.execute(statement)).scalars()
+        )
+    await _update_last_used(connection, inserted)
+    await _add_to_rollup(connection, inserted)
+    return len(inserted)
+
+
+async def _update_last_used(connection: AsyncConnection, events: Sequence[UsageEvent]) -> None:
+    latest: dict[int, datetime] = {}
+    for event in events:
+        if event.token_id is None:
+            continue
+        known = latest.get(event.token_id)
+        if known is None or event.used_at > known:
+            latest[event.token_id] = event.used_at
+    if not latest:
+        return
+    await connection.execute(
+        tokens.update()
+        .where(
+            tokens.c.id == sa.bindparam("b_id"),
+            sa.or_(tokens.c.last_used.is_(None), tokens.c.last_used < sa.bindparam("b_used")),
+        )
+        .values(last_used=sa.bindparam("b_used")),
+        [{"b_id": token_id, "b_used": used_at} for token_id, used_at in sorted(latest.items())],
+    )
+
+
+async def _add_to_rollup(connection: AsyncConnection, events: Sequence[UsageEvent]) -> None:
+    # Sorted keys: concurrent writers lock rollup rows in one order and cannot deadlock.
+    rows = [row.as_values(key) for key, row in sorted(build_rollup(events).items())]
+    if not rows:
+        return
+    is_postgres = connection.dialect.name == "postgresql"
+    greatest = sa.func.greatest if is_postgres else sa.func.max  # SQLite's 2-argument max()
+    for start in range(0, len(rows), ROWS_PER_STATEMENT // 4):
+        statement = _dialect_insert(connection, usage_hourly).values(
+            rows[start : start + ROWS_PER_STATEMENT // 4]
+        )
+        additive = ("calls", "errors", "sum_latency_ms", "bytes_in", "bytes_out", *BUCKET_COLUMNS)
+        updates: dict[str, Any] = {
+            name: usage_hourly.c[name] + statement.excluded[name] for name in additive
+        }
+        updates["max_latency_ms"] = greatest(
+            usage_hourly.c.max_latency_ms, statement.excluded.max_latency_ms
+        )
+        updates["token_id"] = sa.func.coalesce(usage_hourly.c.token_id, statement.excluded.token_id)
+        await connection.execute(
+            statement.on_conflict_do_update(
+                index_elements=["hour", "token_hash", "route_path", "status_class"], set_=updates
+            )
+        )

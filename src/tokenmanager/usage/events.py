@@ -1,0 +1,70 @@
+"""A usage event: one answered (or refused) call, as the gateway and the ingestion API record it.
+
+Pure data plus its JSON form for the spool. Column names follow the seed's token_usage_logs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def uuid7() -> str:
+    """A time-ordered UUID (RFC 9562 version 7): 48-bit Unix milliseconds, then randomness."""
+    unix_ms = time.time_ns() // 1_000_000
+    random_bits = int.from_bytes(os.urandom(10), "big")
+    value = (unix_ms & (2**48 - 1)) << 80 | random_bits & ((1 << 80) - 1)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return str(uuid.UUID(int=value))
+
+
+@dataclass(slots=True)
+class UsageEvent:
+    token_hash: str
+    route_path: str | None
+    used_at: datetime
+    response_status: int | None
+    response_time_ms: int | None
+    event_id: str = field(default_factory=uuid7)
+    token_id: int | None = None
+    ttfb_ms: int | None = None
+    ip_address: str | None = None
+    user_agent: str | None = None
+    request_method: str | None = None
+    error_message: str | None = None
+    bytes_in: int | None = None
+    bytes_out: int | None = None
+    failure_kind: str | None = None
+    source: str = "gateway"
+
+    @property
+    def is_error(self) -> bool:
+        """4xx, 5xx, a named failure, or no status but an error message."""
+        if self.failure_kind is not None:
+            return True
+        if self.response_status is None:
+            return self.error_message is not None
+        return self.response_status >= 400
+
+    @property
+    def status_class(self) -> int:
+        """1-5 for 1xx-5xx; 0 when there is no status."""
+        status = self.response_status
+        return status // 100 if status is not None and 100 <= status <= 599 else 0
+
+    def to_json(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["used_at"] = self.used_at.isoformat()
+        return values
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> UsageEvent:
+        used_at = datetime.fromisoformat(values["used_at"])
+        return cls(
+            **{**values, "used_at": used_at if used_at.tzinfo else used_at.replace(tzinfo=UTC)}
+        )

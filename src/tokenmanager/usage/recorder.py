@@ -1,0 +1,179 @@
+"""The usage recorder: the original design's `waitUntil`, without its losses.
+
+    record(event) -> bounded queue -> writer task -> one transaction per batch (store)
+                                                  '-> durable spool when the store fails
+                                        replay task <-'  (backoff; idempotent on event_id)
+
+`record` never blocks the caller. Policies, each counted in metrics: a full queue drops the new
+event (reason "queue_full"); a full spool drops the batch (reason "spool_full"). `stop` drains
+the queue to the store or, failing that, the spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from tokenmanager.usage.events import UsageEvent
+from tokenmanager.usage.spool import Spool, SpoolFullError
+
+logger = logging.getLogger(__name__)
+
+WriteBatch = Callable[[Sequence[UsageEvent]], Awaitable[int]]
+
+REPLAY_BACKOFF_INITIAL_S = 0.5
+REPLAY_BACKOFF_MAX_S = 30.0
+
+
+@dataclass(slots=True)
+class RecorderStats:
+    """Counters since start; the gateway's /metrics exports them."""
+
+    recorded: int = 0
+    written: int = 0
+    spooled: int = 0
+    replayed: int = 0
+    store_failures: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: {"queue_full": 0, "spool_full": 0})
+
+
+class UsageRecorder:
+    def __init__(
+        self,
+        write_batch: WriteBatch,
+        spool: Spool,
+        *,
+        batch_size: int,
+        flush_interval_s: float,
+        queue_size: int,
+    ) -> None:
+        self._write_batch = write_batch
+        self._spool = spool
+        self._batch_size = batch_size
+        self._flush_interval_s = flush_interval_s
+        self._queue: asyncio.Queue[UsageEvent] = asyncio.Queue(maxsize=queue_size)
+        self._writer: asyncio.Task[None] | None = None
+        self._replayer: asyncio.Task[None] | None = None
+        self._spool_has_data = asyncio.Event()
+        self._last_drop_log = 0.0
+        self.stats = RecorderStats()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def record(self, event: UsageEvent) -> bool:
+        """Queue an event; False (and counted) if the queue is full."""
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._count_drop("queue_full", 1)
+            return False
+        self.stats.recorded += 1
+        return True
+
+    async def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name="usage-writer")
+        self._replayer = asyncio.create_task(self._replay_loop(), name="usage-replayer")
+        if await asyncio.to_thread(self._spool.has_pending):
+            self._spool_has_data.set()
+
+    async def stop(self) -> None:
+        """Drain the queue to the store (or the spool) and stop the background tasks."""
+        for task in (self._writer, self._replayer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        while not self._queue.empty():
+            await self._flush(self._take_ready(self._batch_size))
+        await asyncio.to_thread(self._spool.close)
+
+    async def flush(self) -> None:
+        """Write everything queued now (tests and shutdown use it)."""
+        while not self._queue.empty():
+            await self._flush(self._take_ready(self._batch_size))
+
+    def _take_ready(self, limit: int) -> list[UsageEvent]:
+        batch: list[UsageEvent] = []
+        while len(batch) < limit:
+            try:
+                batch.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return batch
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            deadline = time.monotonic() + self._flush_interval_s
+            while len(batch) < self._batch_size:
+                batch.extend(self._take_ready(self._batch_size - len(batch)))
+                remaining = deadline - time.monotonic()
+                if len(batch) >= self._batch_size or remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            await self._flush(batch)
+
+    async def _flush(self, batch: list[UsageEvent]) -> None:
+        if not batch:
+            return
+        try:
+            await self._write_batch(batch)
+            self.stats.written += len(batch)
+            return
+        except Exception as exc:  # noqa: BLE001 - any store failure sends the batch to the spool
+            self.stats.store_failures += 1
+            logger.warning(
+                "usage store unavailable (%s); spooling %d event(s)", type(exc).__name__, len(batch)
+            )
+        try:
+            await asyncio.to_thread(self._spool.append, batch)
+        except SpoolFullError:
+            self._count_drop("spool_full", len(batch))
+            return
+        self.stats.spooled += len(batch)
+        self._spool_has_data.set()
+
+    async def _replay_loop(self) -> None:
+        backoff_s = REPLAY_BACKOFF_INITIAL_S
+        while True:
+            await self._spool_has_data.wait()
+            if await self._replay_once():
+                self._spool_has_data.clear()
+                backoff_s = REPLAY_BACKOFF_INITIAL_S
+                if await asyncio.to_thread(self._spool.has_pending):
+                    self._spool_has_data.set()  # new data arrived while replaying
+            else:
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, REPLAY_BACKOFF_MAX_S)
+
+    async def _replay_once(self) -> bool:
+        """Replay every available segment; False if the store failed (retry later)."""
+        segments = await asyncio.to_thread(lambda: list(self._spool.take_segments()))
+        for segment in segments:
+            try:
+                for start in range(0, len(segment.events), self._batch_size):
+                    await self._write_batch(segment.events[start : start + self._batch_size])
+            except Exception as exc:  # noqa: BLE001
+                logger.info(
+                    "spool replay deferred: store still unavailable (%s)", type(exc).__name__
+                )
+                return False
+            await asyncio.to_thread(self._spool.remove, segment)
+            self.stats.replayed += len(segment.events)
+        return True
+
+    def _count_drop(self, reason: str, count: int) -> None:
+        self.stats.dropped[reason] += count
+        now = time.monotonic()
+        if now - self._last_drop_log > 10:  # a drop storm must not become a log storm
+            self._last_drop_log = now
+            logger.error("usage events dropped (%s): %d so far", reason, self.stats.dropped[reason])

@@ -1,0 +1,68 @@
+"""Folding usage events into hourly rollup rows (hour x token x route x status class). Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from tokenmanager.usage.events import UsageEvent
+from tokenmanager.usage.histogram import BUCKET_COLUMNS, bucket_index
+
+RollupKey = tuple[datetime, str, str, int]
+
+
+def hour_of(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+@dataclass(slots=True)
+class RollupRow:
+    token_id: int | None = None
+    calls: int = 0
+    errors: int = 0
+    sum_latency_ms: int = 0
+    max_latency_ms: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKET_COLUMNS))
+
+    def add(self, event: UsageEvent) -> None:
+        self.token_id = self.token_id or event.token_id
+        self.calls += 1
+        self.errors += event.is_error
+        self.bytes_in += event.bytes_in or 0
+        self.bytes_out += event.bytes_out or 0
+        latency = event.response_time_ms
+        if latency is not None:
+            self.sum_latency_ms += latency
+            self.max_latency_ms = max(self.max_latency_ms, latency)
+            self.buckets[bucket_index(latency)] += 1
+
+    def as_values(self, key: RollupKey) -> dict[str, object]:
+        hour, token_hash, route_path, status_class = key
+        return {
+            "hour": hour,
+            "token_hash": token_hash,
+            "route_path": route_path,
+            "status_class": status_class,
+            "token_id": self.token_id,
+            "calls": self.calls,
+            "errors": self.errors,
+            "sum_latency_ms": self.sum_latency_ms,
+            "max_latency_ms": self.max_latency_ms,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            **dict(zip(BUCKET_COLUMNS, self.buckets, strict=True)),
+        }
+
+
+def build_rollup(events: Iterable[UsageEvent]) -> dict[RollupKey, RollupRow]:
+    rows: dict[RollupKey, RollupRow] = {}
+    for event in events:
+        key = (hour_of(event.used_at), event.token_hash, event.route_path or "", event.status_class)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = RollupRow()
+        row.add(event)
+    return rows
