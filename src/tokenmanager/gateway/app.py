@@ -234,9 +234,10 @@ class GatewayApp:
         except rewriting.UnsafePathError:
             return await self._refuse(send, event, 400, "path segments '.' and '..' are refused")
         upstream_headers = rewriting.build_upstream_headers(headers, route.credential)
-        has_body = (declared_length is not None and declared_length > 0) or any(
-            name == b"transfer-encoding" for name, _ in headers
-        )
+        if declared_length:
+            # A known length is passed on, so the upstream gets a plain (not chunked) body.
+            upstream_headers.append(("Content-Length", str(declared_length)))
+        has_body = bool(declared_length) or any(name == b"transfer-encoding" for name, _ in headers)
         await self._forward(
             scope, receive, send, event, route, url, upstream_headers, has_body, started
         )

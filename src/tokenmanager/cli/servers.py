@@ -1,0 +1,158 @@
+"""The long-running commands: `serve` (control plane and gateway), `gateway`, `mock-upstream`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Annotated, Any
+
+import typer
+
+from tokenmanager.cli.output import EXIT_CONFIG, exit_code_for, fail, stdout
+from tokenmanager.errors import ConfigurationError, TokenManagerError
+from tokenmanager.settings import Settings, load_settings
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        fail(exc.message, EXIT_CONFIG)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return settings
+
+
+def check_port_free(host: str, port: int, option: str) -> None:
+    """Exit with a message naming the port when something else listens there."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            fail(
+                f"cannot listen on {host}:{port} ({exc.strerror}); choose another with {option}",
+                EXIT_CONFIG,
+            )
+
+
+def _prepare_database(settings: Settings, run_migrations: bool) -> None:
+    from tokenmanager.storage import migrate as migrations
+    from tokenmanager.storage.database import Database
+
+    async def prepare() -> None:
+        database = Database.from_url(settings.resolved_database_url)
+        try:
+            if run_migrations:
+                await migrations.upgrade(database.engine)
+            await migrations.ensure_at_head(database.engine)
+        finally:
+            await database.dispose()
+
+    try:
+        asyncio.run(prepare())
+    except TokenManagerError as exc:
+        fail(exc.message, exit_code_for(exc))
+    except OSError as exc:
+        fail(f"cannot reach the database: {exc}", EXIT_CONFIG)
+
+
+def _uvicorn_server(app: Any, host: str, port: int) -> Any:
+    import uvicorn
+
+    from tokenmanager.gateway.server import GRACEFUL_SHUTDOWN_S
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        server_header=False,
+    )
+    return uvicorn.Server(config)
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address both planes listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Control-plane port.")] = 8000,
+    gateway_port: Annotated[int, typer.Option(min=1, max=65535, help="Gateway port.")] = 8787,
+    no_gateway: Annotated[
+        bool, typer.Option("--no-gateway", help="Run the control plane only.")
+    ] = False,
+    run_migrations: Annotated[
+        bool, typer.Option("--migrate", help="Upgrade the schema first instead of refusing.")
+    ] = False,
+) -> None:
+    """Run the control plane (admin API) and the gateway in one process."""
+    from tokenmanager.api.app import create_app
+    from tokenmanager.composition import build_gateway_app, build_services
+
+    settings = _settings()
+    _prepare_database(settings, run_migrations)
+    check_port_free(host, port, "--port")
+    if not no_gateway:
+        check_port_free(host, gateway_port, "--gateway-port")
+    try:
+        servers = [_uvicorn_server(create_app(settings, build_services(settings)), host, port)]
+        if not no_gateway:
+            servers.append(_uvicorn_server(build_gateway_app(settings), host, gateway_port))
+    except ConfigurationError as exc:
+        fail(exc.message, EXIT_CONFIG)
+    stdout.print(f"Control plane on http://{host}:{port} (API docs at /docs)")
+    if not no_gateway:
+        stdout.print(f"Gateway on http://{host}:{gateway_port}")
+    asyncio.run(_serve_all(servers))
+
+
+async def _serve_all(servers: list[Any]) -> None:
+    # Each server installs signal handlers in turn and re-raises the signal when it exits, so
+    # one Ctrl-C stops them all, each finishing its in-flight requests.
+    await asyncio.gather(*(server.serve() for server in servers))
+
+
+def gateway(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Gateway port.")] = 8787,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+) -> None:
+    """Run the gateway alone (several worker processes share the port)."""
+    import uvicorn
+
+    from tokenmanager.gateway.server import GRACEFUL_SHUTDOWN_S, multiprocess_metrics_dir
+
+    settings = _settings()
+    _prepare_database(settings, run_migrations=False)
+    check_port_free(host, port, "--port")
+    stdout.print(f"Gateway on http://{host}:{port} with {workers} worker(s)")
+    with multiprocess_metrics_dir():
+        uvicorn.run(
+            "tokenmanager.gateway.server:create_gateway_from_environment",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            server_header=False,
+        )
+
+
+def mock_upstream(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 9000,
+) -> None:
+    """Run the mock upstream (OpenAI-compatible and HTTP test endpoints)."""
+    from aiohttp import web
+
+    from tokenmanager.mock_upstream.app import build_mock_upstream
+
+    check_port_free(host, port, "--port")
+    stdout.print(f"Mock upstream on http://{host}:{port}")
+    web.run_app(build_mock_upstream(), host=host, port=port, print=None, access_log=None)

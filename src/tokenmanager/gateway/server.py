@@ -1,0 +1,37 @@
+"""Running the gateway: the uvicorn factory its worker processes import, and the settings the
+server uses for every process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tokenmanager.composition import build_gateway_app
+from tokenmanager.gateway.app import GatewayApp
+from tokenmanager.settings import load_settings
+
+GRACEFUL_SHUTDOWN_S = 30
+
+
+def create_gateway_from_environment() -> GatewayApp:
+    """uvicorn factory (`--factory`): each worker builds its own app from the environment."""
+    return build_gateway_app(load_settings())
+
+
+@contextmanager
+def multiprocess_metrics_dir() -> Iterator[str]:
+    """A fresh PROMETHEUS_MULTIPROC_DIR for the workers of one gateway run."""
+    directory = tempfile.mkdtemp(prefix="tokenmanager-metrics-")
+    previous = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        else:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = previous
+        shutil.rmtree(directory, ignore_errors=True)
