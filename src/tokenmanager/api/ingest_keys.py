@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tokenmanager.api.auth import ActorDep, ServicesDep
 from tokenmanager.api.schemas import Name, StrictBody
@@ -39,7 +39,7 @@ class IngestKeyOut(BaseModel):
 
 
 class CreatedIngestKeyOut(IngestKeyOut):
-    key: str
+    key: str = Field(repr=False)
 
 
 @router.post("", status_code=201, response_model=CreatedIngestKeyOut)

@@ -26,11 +26,11 @@ router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 class LoginBody(StrictBody):
     username: Annotated[str, Field(min_length=1, max_length=100)]
-    password: Annotated[str, Field(min_length=1, max_length=1024)]
+    password: Annotated[str, Field(min_length=1, max_length=1024, repr=False)]
 
 
 class LoginAnswer(BaseModel):
-    access_token: str
+    access_token: str = Field(repr=False)
     token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
     expires_in: int
     csrf_token: str

@@ -95,7 +95,9 @@ class TokenOut(BaseModel):
 
 
 class IssuedTokenOut(TokenOut):
-    token: str = Field(description="The secret. Shown only in this answer; store it now.")
+    token: str = Field(
+        description="The secret. Shown only in this answer; store it now.", repr=False
+    )
 
     @classmethod
     def of_issued(cls, issued: IssuedToken) -> IssuedTokenOut:

@@ -22,13 +22,13 @@ TeamIds = Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length
 
 class UserCreate(StrictBody):
     username: Annotated[str, Field(min_length=1, max_length=100)]
-    password: Password
+    password: Password = Field(repr=False)
     role: Role
     team_ids: TeamIds = []
 
 
 class UserUpdate(StrictBody):
-    password: Password | None = None
+    password: Password | None = Field(default=None, repr=False)
     role: Role | None = None
     team_ids: TeamIds | None = None
 

@@ -53,6 +53,17 @@ class _BodyTooLargeError(Exception):
     pass
 
 
+class ResponseAbortedError(Exception):
+    """Raised to the server after the upstream broke off a response whose headers were already
+    sent: the server then drops the connection, and the client sees a broken response rather
+    than a silently truncated one. Already recorded, so the server need not log it."""
+
+
+class _QuietAbortFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ResponseAbortedError))
+
+
 class GatewayApp:
     def __init__(
         self,
@@ -85,6 +96,9 @@ class GatewayApp:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def startup(self) -> None:
+        server_log = logging.getLogger("uvicorn.error")
+        if not any(isinstance(f, _QuietAbortFilter) for f in server_log.filters):
+            server_log.addFilter(_QuietAbortFilter())
         self._session = build_upstream_session(self._policy)
         await self.directory.start()
         await self.recorder.start()
@@ -336,9 +350,7 @@ class GatewayApp:
             status, kind, message = _classify_upstream_failure(exc, response_started)
             if response_started:
                 _fail(event, status, kind, message)
-                # Headers are gone already: abort the connection so the client sees a broken
-                # response, never a silently truncated one.
-                raise
+                raise ResponseAbortedError(kind) from exc
             await self._refuse(send, event, status, message, failure_kind=kind)
         finally:
             watcher.cancel()
