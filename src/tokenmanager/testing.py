@@ -139,7 +139,7 @@ async def running_asgi_server(app: Any) -> AsyncIterator[str]:
     )
     server = uvicorn.Server(config)
     # Leave the test runner's signal handlers alone.
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
