@@ -120,14 +120,15 @@ def build_gateway_app(settings: Settings) -> GatewayApp:
             await redis.aclose()
         await database.dispose()
 
+    policy = upstream_policy(settings)
     return GatewayApp(
         directory=Directory(
-            database, keyring, poll_interval_s=settings.change_poll_interval_s, redis=redis
+            database, keyring, policy, poll_interval_s=settings.change_poll_interval_s, redis=redis
         ),
         recorder=recorder,
         spool=spool,
         limiter=limiter,
-        upstream_policy=upstream_policy(settings),
+        upstream_policy=policy,
         trusted_proxies=parse_networks(settings.trusted_proxies, "TOKENMANAGER_TRUSTED_PROXIES"),
         max_body_bytes=settings.max_body_bytes,
         max_header_bytes=settings.max_header_bytes,

@@ -112,3 +112,5 @@ def run(coroutine_function: Callable[[], Coroutine[Any, Any, T]]) -> T:
         return asyncio.run(coroutine_function())
     except TokenManagerError as exc:
         fail(exc.message, exit_code_for(exc))
+    except OSError as exc:  # e.g. PostgreSQL refusing the connection: a setting to fix, not a bug
+        fail(f"cannot reach the database: {exc}", EXIT_CONFIG)

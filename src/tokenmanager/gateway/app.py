@@ -40,6 +40,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 METRICS_SYNC_INTERVAL_S = 1.0
+# How long a call runs before the gateway starts watching for the client going away; a client
+# that leaves is still noticed well within a second.
+WATCHER_DELAY_S = 0.05
 _ERROR_CODES = {400: "bad_request", 404: "not_found", 413: "payload_too_large",
                 431: "request_header_fields_too_large", 499: "client_closed_request",
                 502: "bad_gateway", 504: "gateway_timeout"}  # fmt: skip
@@ -180,9 +183,7 @@ class GatewayApp:
         finally:
             elapsed_s = time.perf_counter() - started
             event.response_time_ms = round(elapsed_s * 1000)
-            route_label = event.route_path or "unmatched"
-            self.metrics.requests.labels(route_label, str(event.response_status)).inc()
-            self.metrics.latency.labels(route_label).observe(elapsed_s)
+            self.metrics.observe_request(event.route_path, event.response_status, elapsed_s)
             self.recorder.record(event)
 
     async def _pipeline(
@@ -308,11 +309,19 @@ class GatewayApp:
             client_gone = True
             request_task.cancel()  # stops the upstream exchange wherever it is
 
-        watcher = asyncio.create_task(watch_for_disconnect())
+        # Most calls finish within milliseconds, so the watcher (a task, which costs more than
+        # the rest of the pipeline) starts only once a call has run for WATCHER_DELAY_S.
+        watcher: asyncio.Task[None] | None = None
+
+        def start_watcher() -> None:
+            nonlocal watcher
+            watcher = asyncio.create_task(watch_for_disconnect())
+
+        watcher_timer = asyncio.get_running_loop().call_later(WATCHER_DELAY_S, start_watcher)
         response_started = False
         try:
-            if route.upstream_host:
-                self._policy.check_host_literal(route.upstream_host)
+            if route.forbidden_reason is not None:
+                raise ForbiddenUpstreamError(route.forbidden_reason)
             async with self._session.request(
                 scope["method"],
                 yarl.URL(url, encoded=True),
@@ -353,9 +362,11 @@ class GatewayApp:
                 raise ResponseAbortedError(kind) from exc
             await self._refuse(send, event, status, message, failure_kind=kind)
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            watcher_timer.cancel()
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
 
     # -- refusals ----------------------------------------------------------------------------
 

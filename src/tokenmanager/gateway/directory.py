@@ -23,6 +23,7 @@ from tokenmanager.gateway.verification import TokenRecord, TokenVerifier, build_
 from tokenmanager.routes.matching import match_route
 from tokenmanager.routes.models import UpstreamCredential
 from tokenmanager.routes.service import decrypt_credential
+from tokenmanager.ssrf import ForbiddenUpstreamError, UpstreamPolicy
 from tokenmanager.storage import gateway as gateway_sql
 from tokenmanager.storage.audit import read_change_version
 from tokenmanager.storage.database import Database
@@ -42,14 +43,23 @@ class GatewayRoute:
     credential: UpstreamCredential | None
     timeout: aiohttp.ClientTimeout
     is_enabled: bool
+    # Why the SSRF guard refuses the host as written (an IP literal or an integer form), or
+    # None. Host names are checked by the guarded resolver on every connection instead.
+    forbidden_reason: str | None
 
 
-def build_gateway_route(row: Any, keyring: Keyring) -> GatewayRoute:
+def build_gateway_route(row: Any, keyring: Keyring, policy: UpstreamPolicy) -> GatewayRoute:
+    host = urlsplit(row.upstream_url).hostname or ""
+    try:
+        policy.check_host_literal(host)
+        forbidden_reason = None
+    except ForbiddenUpstreamError as exc:
+        forbidden_reason = str(exc)
     return GatewayRoute(
         id=row.id,
         path_prefix=row.path_prefix,
         upstream_url=row.upstream_url,
-        upstream_host=urlsplit(row.upstream_url).hostname or "",
+        upstream_host=host,
         required_scopes=tuple(row.required_scopes),
         credential=decrypt_credential(row, keyring),
         timeout=aiohttp.ClientTimeout(
@@ -58,6 +68,7 @@ def build_gateway_route(row: Any, keyring: Keyring) -> GatewayRoute:
             sock_read=row.read_timeout_s,
         ),
         is_enabled=row.is_enabled,
+        forbidden_reason=forbidden_reason,
     )
 
 
@@ -66,12 +77,14 @@ class Directory:
         self,
         database: Database,
         keyring: Keyring,
+        policy: UpstreamPolicy,
         *,
         poll_interval_s: float,
         redis: Any | None = None,
     ) -> None:
         self._db = database
         self._keyring = keyring
+        self._policy = policy
         self._poll_interval_s = poll_interval_s * (REDIS_POLL_SLOWDOWN if redis else 1)
         self._redis = redis
         self._routes: list[tuple[str, GatewayRoute]] = []
@@ -109,7 +122,9 @@ class Directory:
         async with self._db.read() as connection:
             rows = await gateway_sql.list_route_rows(connection)
             imported = await gateway_sql.list_imported_hashes(connection)
-        self._routes = [(row.path_prefix, build_gateway_route(row, self._keyring)) for row in rows]
+        self._routes = [
+            (row.path_prefix, build_gateway_route(row, self._keyring, self._policy)) for row in rows
+        ]
         self.verifier.imported_hashes = frozenset(imported)
 
     async def refresh(self) -> None:

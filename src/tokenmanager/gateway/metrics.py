@@ -8,6 +8,7 @@ by the recorder, cache and rate limiter are copied into Prometheus once a second
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -77,6 +78,17 @@ class GatewayMetrics:
             multiprocess_mode="livemax",
         )
         self._seen: dict[str, float] = {}
+        # Label look-ups take a lock and build tuples; the hot path reuses the children.
+        self._request_children: dict[tuple[str | None, int | None], tuple[Any, Any]] = {}
+
+    def observe_request(self, route: str | None, status: int | None, duration_s: float) -> None:
+        children = self._request_children.get((route, status))
+        if children is None:
+            label = route or "unmatched"
+            children = (self.requests.labels(label, str(status)), self.latency.labels(label))
+            self._request_children[(route, status)] = children
+        children[0].inc()
+        children[1].observe(duration_s)
 
     def _delta(self, name: str, total: float) -> float:
         delta = total - self._seen.get(name, 0.0)

@@ -159,7 +159,7 @@ def client_address(
 ) -> str | None:
     """The caller's address: the peer, or, when the peer is a trusted proxy, the right-most
     address in X-Forwarded-For that is not itself a trusted proxy."""
-    if peer is None or not forwarded_for or not _is_in(peer, trusted):
+    if peer is None or not forwarded_for or not trusted or not _is_in(peer, trusted):
         return peer
     for candidate in reversed([part.strip() for part in forwarded_for.split(",")]):
         if not candidate:

@@ -10,6 +10,7 @@ GET  /bytes/{n}             n bytes (deterministic pattern), streamed in 64 KiB 
 GET  /hang                  never answers (timeouts)
 GET  /stall                 sends headers and one chunk, then nothing
 GET  /reset                 sends part of a body, then resets the connection
+GET  /stats                 {"open_streams"}: /stream responses still being sent (for tests)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -24,6 +26,16 @@ from aiohttp import web
 MAX_BYTES = 4 * 1024**3
 CHUNK_BYTES = 64 * 1024
 _PATTERN = bytes(range(256)) * (CHUNK_BYTES // 256)
+
+
+@dataclass(slots=True)
+class MockStats:
+    """In-memory counters that let tests observe the upstream side of a connection."""
+
+    open_streams: int = 0
+
+
+STATS = web.AppKey("stats", MockStats)
 
 
 def pattern_bytes(n: int) -> bytes:
@@ -134,13 +146,23 @@ async def stream(request: web.Request) -> web.StreamResponse:
     count = _int(request, "n", 100_000)
     interval_s = int(request.query.get("interval_ms", "0")) / 1000
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await response.prepare(request)
-    for index in range(count):
-        await response.write(f"data: {json.dumps({'index': index})}\n\n".encode())
-        if interval_s:
-            await asyncio.sleep(interval_s)
-    await response.write_eof()
+    stats = request.app[STATS]
+    stats.open_streams += 1
+    try:
+        await response.prepare(request)
+        for index in range(count):
+            # Raises once the downstream side has gone, which ends the stream here.
+            await response.write(f"data: {json.dumps({'index': index})}\n\n".encode())
+            if interval_s:
+                await asyncio.sleep(interval_s)
+        await response.write_eof()
+    finally:
+        stats.open_streams -= 1
     return response
+
+
+async def read_stats(request: web.Request) -> web.Response:
+    return web.json_response({"open_streams": request.app[STATS].open_streams})
 
 
 async def send_bytes(request: web.Request) -> web.StreamResponse:
@@ -183,6 +205,7 @@ async def reset(request: web.Request) -> web.StreamResponse:
 
 def build_mock_upstream() -> web.Application:
     app = web.Application(client_max_size=64 * 1024**2)
+    app[STATS] = MockStats()
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/v1/models", models)
     app.router.add_route("*", "/echo", echo)
@@ -194,4 +217,5 @@ def build_mock_upstream() -> web.Application:
     app.router.add_get("/hang", hang)
     app.router.add_get("/stall", stall)
     app.router.add_get("/reset", reset)
+    app.router.add_get("/stats", read_stats)
     return app

@@ -18,9 +18,6 @@ from tokenmanager.usage.events import UsageEvent
 from tokenmanager.usage.histogram import BUCKET_COLUMNS
 from tokenmanager.usage.rollup import build_rollup
 
-# Rows per INSERT statement: 17 parameters each stays far below both drivers' 32k limit.
-ROWS_PER_STATEMENT = 1000
-
 _EVENT_COLUMNS = (
     "event_id", "token_hash", "token_id", "route_path", "used_at", "response_status",
     "response_time_ms", "ttfb_ms", "ip_address", "user_agent", "request_method",
@@ -60,19 +57,16 @@ async def insert_usage_events(connection: AsyncConnection, events: Sequence[Usag
         return 0
     await _resolve_token_ids(connection, events)
     by_id = {event.event_id: event for event in events}
-    inserted: list[UsageEvent] = []
-    batch = list(by_id.values())
-    for start in range(0, len(batch), ROWS_PER_STATEMENT):
-        chunk = batch[start : start + ROWS_PER_STATEMENT]
-        statement = (
-            _dialect_insert(connection, token_usage_logs)
-            .values([{name: getattr(e, name) for name in _EVENT_COLUMNS} for e in chunk])
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(token_usage_logs.c.event_id)
-        )
-        inserted.extend(
-            by_id[event_id] for event_id in (await connection.execute(statement)).scalars()
-        )
+    # One statement, many parameter sets: SQLAlchemy compiles it once (cached) and batches the
+    # rows itself ("insertmanyvalues"), which costs far less than a literal multi-row VALUES.
+    statement = (
+        _dialect_insert(connection, token_usage_logs)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(token_usage_logs.c.event_id)
+    )
+    rows = [{name: getattr(e, name) for name in _EVENT_COLUMNS} for e in by_id.values()]
+    result = await connection.execute(statement, rows)
+    inserted = [by_id[event_id] for event_id in result.scalars()]
     await _update_last_used(connection, inserted)
     await _add_to_rollup(connection, inserted)
     return len(inserted)
@@ -106,20 +100,18 @@ async def _add_to_rollup(connection: AsyncConnection, events: Sequence[UsageEven
         return
     is_postgres = connection.dialect.name == "postgresql"
     greatest = sa.func.greatest if is_postgres else sa.func.max  # SQLite's 2-argument max()
-    for start in range(0, len(rows), ROWS_PER_STATEMENT // 4):
-        statement = _dialect_insert(connection, usage_hourly).values(
-            rows[start : start + ROWS_PER_STATEMENT // 4]
-        )
-        additive = ("calls", "errors", "sum_latency_ms", "bytes_in", "bytes_out", *BUCKET_COLUMNS)
-        updates: dict[str, Any] = {
-            name: usage_hourly.c[name] + statement.excluded[name] for name in additive
-        }
-        updates["max_latency_ms"] = greatest(
-            usage_hourly.c.max_latency_ms, statement.excluded.max_latency_ms
-        )
-        updates["token_id"] = sa.func.coalesce(usage_hourly.c.token_id, statement.excluded.token_id)
-        await connection.execute(
-            statement.on_conflict_do_update(
-                index_elements=["hour", "token_hash", "route_path", "status_class"], set_=updates
-            )
-        )
+    statement = _dialect_insert(connection, usage_hourly)
+    additive = ("calls", "errors", "sum_latency_ms", "bytes_in", "bytes_out", *BUCKET_COLUMNS)
+    updates: dict[str, Any] = {
+        name: usage_hourly.c[name] + statement.excluded[name] for name in additive
+    }
+    updates["max_latency_ms"] = greatest(
+        usage_hourly.c.max_latency_ms, statement.excluded.max_latency_ms
+    )
+    updates["token_id"] = sa.func.coalesce(usage_hourly.c.token_id, statement.excluded.token_id)
+    await connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=["hour", "token_hash", "route_path", "status_class"], set_=updates
+        ),
+        rows,
+    )

@@ -5,7 +5,7 @@ Pure data plus its JSON form for the spool. Column names follow the seed's token
 
 from __future__ import annotations
 
-import os
+import random
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -16,7 +16,8 @@ from typing import Any
 def uuid7() -> str:
     """A time-ordered UUID (RFC 9562 version 7): 48-bit Unix milliseconds, then randomness."""
     unix_ms = time.time_ns() // 1_000_000
-    random_bits = int.from_bytes(os.urandom(10), "big")
+    # Unique, not secret: the fast PRNG (seeded from the OS per process) is enough here.
+    random_bits = random.getrandbits(80)
     value = (unix_ms & (2**48 - 1)) << 80 | random_bits & ((1 << 80) - 1)
     value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
     value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant

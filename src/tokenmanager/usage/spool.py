@@ -11,6 +11,7 @@ Blocking file I/O: callers run these methods in a worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -64,7 +65,12 @@ class Spool:
     def size_bytes(self) -> int:
         if not self.root.exists():
             return 0
-        return sum(p.stat().st_size for p in self.root.glob("*/*.ndjson") if p.exists())
+        total = 0
+        for path in self.root.glob("*/*.ndjson"):
+            # A replay in another thread or process may delete a segment between glob and stat.
+            with contextlib.suppress(FileNotFoundError):
+                total += path.stat().st_size
+        return total
 
     def append(self, events: list[UsageEvent]) -> None:
         """Write events durably (fsync). SpoolFullError if the spool is at its size limit."""
@@ -107,11 +113,16 @@ class Spool:
         if not self.root.exists():
             return
         with self._lock:
+            # Closing and listing under one lock: an append that comes later opens a segment
+            # not in this list, so no segment handed out here is still being written.
             self._close_segment()
+            own_paths = sorted(self._directory.glob("*.ndjson")) if self._directory else []
         for directory in sorted(p for p in self.root.iterdir() if p.is_dir()):
             if directory != self._directory and not self._adopt(directory):
                 continue  # a live process owns it
-            paths = sorted(directory.glob("*.ndjson"))
+            paths = (
+                own_paths if directory == self._directory else sorted(directory.glob("*.ndjson"))
+            )
             if not paths and directory != self._directory:
                 shutil.rmtree(directory, ignore_errors=True)  # a dead owner's, fully replayed
             for path in paths:
