@@ -131,7 +131,8 @@ def build_upstream_url(
 ) -> str:
     """`upstream_url` + what follows the prefix + the query (credential parameter injected).
 
-    GET /api/echo/a/b?x=1 on a route /api/echo -> upstream_url + /a/b?x=1.
+    GET /api/echo/a/b?x=1 on a route /api/echo -> upstream_url + /a/b?x=1; a query in the
+    upstream URL itself comes first (https://host/v1?api-version=2 -> …/v1/a/b?api-version=2&x=1).
     """
     remainder = path[len(path_prefix) :] if path_prefix != "/" else path
     if any(segment in (".", "..") for segment in remainder.split("/")):
@@ -141,7 +142,8 @@ def build_upstream_url(
         encoded_remainder = raw_path[len(prefix_bytes) :].decode("ascii", "replace")
     else:
         encoded_remainder = quote(remainder, safe="/:@!$&'()*+,;=-._~")
-    query = query_string.decode("latin-1")
+    upstream_base, _, fixed_query = upstream_url.partition("?")
+    query = "&".join(part for part in (fixed_query, query_string.decode("latin-1")) if part)
     if credential is not None and credential.query_param is not None:
         kept = [
             pair
@@ -150,7 +152,7 @@ def build_upstream_url(
         ]
         kept.append((credential.query_param, credential.value))
         query = urlencode(kept)
-    url = upstream_url + encoded_remainder
+    url = upstream_base + encoded_remainder
     return f"{url}?{query}" if query else url
 
 

@@ -40,7 +40,7 @@ def check_path_prefix(raw: str) -> str:
 
 
 def check_upstream_url(raw: str) -> str:
-    """An absolute http(s) URL without credentials, query or fragment; trailing slash removed."""
+    """An absolute http(s) URL without credentials or fragment; trailing slash removed."""
     url = raw.strip()
     if len(url) > 2048:
         raise InvalidInputError("upstream_url", "must be at most 2048 characters")
@@ -59,13 +59,14 @@ def check_upstream_url(raw: str) -> str:
         )
     if parts.fragment or "#" in url:  # an empty fragment too: the path would land after it
         raise InvalidInputError("upstream_url", "must not have a #fragment")
-    if parts.query or "?" in url:  # the gateway appends the request's path to this URL
-        raise InvalidInputError("upstream_url", "must not have a ?query")
     if port == 0:
         raise InvalidInputError("upstream_url", "port must be between 1 and 65535")
     if any(c.isspace() or ord(c) < 0x20 for c in url):
         raise InvalidInputError("upstream_url", "must not contain spaces or control characters")
-    return url.rstrip("/")
+    # A query (e.g. Azure's ?api-version=) is kept: the gateway appends the request's path to
+    # the part before it and merges the request's query after it.
+    base, _, query = url.partition("?")
+    return base.rstrip("/") + (f"?{query}" if query else "")
 
 
 def check_required_scopes(scopes: list[str] | tuple[str, ...]) -> tuple[str, ...]:

@@ -90,9 +90,11 @@ async def delete_user(connection: AsyncConnection, user_id: int) -> None:
     await connection.execute(users.delete().where(users.c.id == user_id))
 
 
-async def count_admins(connection: AsyncConnection) -> int:
-    query = sa.select(sa.func.count()).select_from(users).where(users.c.role == Role.ADMIN.value)
-    return int((await connection.execute(query)).scalar_one())
+async def count_admins_for_update(connection: AsyncConnection) -> int:
+    """Admins, with their rows locked until the transaction ends (PostgreSQL; SQLite's
+    BEGIN IMMEDIATE already serialises writers), so two demotions cannot both pass a check."""
+    query = sa.select(users.c.id).where(users.c.role == Role.ADMIN.value).with_for_update()
+    return len((await connection.execute(query)).all())
 
 
 async def create_session(

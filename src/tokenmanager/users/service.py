@@ -245,5 +245,5 @@ async def _check_teams_exist(connection: Any, team_ids: Sequence[str]) -> None:
 
 
 async def _keep_one_admin(connection: Any) -> None:
-    if await users_sql.count_admins(connection) <= 1:
+    if await users_sql.count_admins_for_update(connection) <= 1:
         raise ConflictError("the last admin cannot be removed or demoted")
