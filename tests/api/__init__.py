@@ -1,0 +1,1 @@
+"""Tests of the control plane's HTTP API (`tokenmanager.api`)."""
