@@ -2,7 +2,7 @@
 and the CLI to exit codes. Messages are safe to show: they never carry a secret.
 
     TokenManagerError
-    ├── ConfigurationError      settings or data dir unusable (exit 2 in the CLI)
+    ├── ConfigurationError      settings or data dir unusable (exit 5 in the CLI)
     ├── SchemaNotReadyError     database not migrated to head
     ├── NotFoundError           404 — also used for objects the caller may not see
     ├── ConflictError           409 — duplicate team id, route prefix, username, ...

@@ -174,7 +174,7 @@ class _TomlFileSource(PydanticBaseSettingsSource):
             raise ConfigurationError(f"config file {path} (TOKENMANAGER_CONFIG) not found") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"config file {path} is not valid TOML: {exc}") from exc
-        unknown = sorted(set(values) - set(Settings.model_fields) - {"config"})
+        unknown = sorted(set(values) - set(Settings.model_fields))
         if unknown:
             raise ConfigurationError(f"config file {path}: unknown settings {', '.join(unknown)}")
         return values

@@ -151,3 +151,82 @@ async def running_asgi_server(app: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+class CuttableTcpProxy:
+    """A loopback TCP proxy in front of a server that a test can cut and restore, to take a
+    dependency (PostgreSQL, Redis) away from one client without stopping the shared server.
+
+    `cut()` closes every proxied connection and stops listening, so new connections are refused;
+    `restore()` listens again on the same port. Use as `async with CuttableTcpProxy(port) as p`.
+    """
+
+    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+        self.target_host = target_host
+        self.target_port = target_port
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._connections: set[asyncio.Task[None]] = set()
+
+    @property
+    def is_cut(self) -> bool:
+        return self._server is None
+
+    async def __aenter__(self) -> CuttableTcpProxy:
+        await self.restore()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.cut()
+
+    async def restore(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        """Stop listening and drop every open connection (both sides, at once)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    async def _accept(
+        self, client_reader: asyncio.StreamReader, client: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        self._writers.add(client)
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            upstream_reader, upstream = await asyncio.open_connection(
+                self.target_host, self.target_port
+            )
+            self._writers.add(upstream)
+            await asyncio.gather(_pipe(client_reader, upstream), _pipe(upstream_reader, client))
+        except OSError:
+            pass  # refused upstream or a cut: the client sees its connection close
+        finally:
+            for writer in (client, upstream):
+                if writer is not None:
+                    self._writers.discard(writer)
+                    writer.transport.abort()
+            self._connections.discard(task)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await reader.read(65536):
+            writer.write(chunk)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        # Either side ending ends the whole connection; a cut aborts both anyway.
+        writer.transport.abort()

@@ -46,7 +46,7 @@ _EXIT_CODES: tuple[tuple[type[TokenManagerError], int], ...] = (
 )
 
 stdout = Console()
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)  # a message is one line, whatever the width
 T = TypeVar("T")
 
 

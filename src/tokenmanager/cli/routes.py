@@ -81,9 +81,15 @@ def add(
         str | None, typer.Option(help="Query parameter to inject instead.")
     ] = None,
     auth_value_stdin: AuthValueStdin = False,
-    connect_timeout_s: Annotated[float, typer.Option(min=0.001)] = DEFAULT_CONNECT_TIMEOUT_S,
-    read_timeout_s: Annotated[float, typer.Option(min=0.001)] = DEFAULT_READ_TIMEOUT_S,
-    total_timeout_s: Annotated[float, typer.Option(min=0.001)] = DEFAULT_TOTAL_TIMEOUT_S,
+    connect_timeout_s: Annotated[
+        float, typer.Option(min=0.001, help="Seconds to connect to the upstream.")
+    ] = DEFAULT_CONNECT_TIMEOUT_S,
+    read_timeout_s: Annotated[
+        float, typer.Option(min=0.001, help="Seconds the upstream may stay silent.")
+    ] = DEFAULT_READ_TIMEOUT_S,
+    total_timeout_s: Annotated[
+        float, typer.Option(min=0.001, help="Seconds for the whole call.")
+    ] = DEFAULT_TOTAL_TIMEOUT_S,
     disabled: Annotated[bool, typer.Option("--disabled", help="Create it switched off.")] = False,
     description: Annotated[str, typer.Option(help="Free text.")] = "",
     as_json: JsonOption = False,
@@ -175,9 +181,15 @@ def update(
     remove_auth: Annotated[
         bool, typer.Option("--remove-auth", help="Remove the credential.")
     ] = False,
-    connect_timeout_s: Annotated[float | None, typer.Option(min=0.001)] = None,
-    read_timeout_s: Annotated[float | None, typer.Option(min=0.001)] = None,
-    total_timeout_s: Annotated[float | None, typer.Option(min=0.001)] = None,
+    connect_timeout_s: Annotated[
+        float | None, typer.Option(min=0.001, help="Seconds to connect to the upstream.")
+    ] = None,
+    read_timeout_s: Annotated[
+        float | None, typer.Option(min=0.001, help="Seconds the upstream may stay silent.")
+    ] = None,
+    total_timeout_s: Annotated[
+        float | None, typer.Option(min=0.001, help="Seconds for the whole call.")
+    ] = None,
     enabled: Annotated[
         bool | None, typer.Option("--enabled/--disabled", help="Switch on or off.")
     ] = None,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 import socket
 from typing import Annotated, Any
 
@@ -12,6 +14,13 @@ import typer
 from tokenmanager.cli.output import EXIT_CONFIG, exit_code_for, fail, stdout
 from tokenmanager.errors import ConfigurationError, TokenManagerError
 from tokenmanager.settings import Settings, load_settings
+
+
+def exit_cleanly_after_signals() -> None:
+    """uvicorn re-raises SIGINT/SIGTERM once it has shut down gracefully; with these handlers
+    that ends the command normally, so a clean stop exits 0 instead of dying by the signal."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
 
 
 def _settings() -> Settings:
@@ -104,6 +113,7 @@ def serve(
             servers.append(_uvicorn_server(build_gateway_app(settings), host, gateway_port))
     except ConfigurationError as exc:
         fail(exc.message, EXIT_CONFIG)
+    exit_cleanly_after_signals()
     stdout.print(f"Control plane on http://{host}:{port} (API docs at /docs)")
     if not no_gateway:
         stdout.print(f"Gateway on http://{host}:{gateway_port}")
@@ -129,8 +139,17 @@ def gateway(
     settings = _settings()
     _prepare_database(settings, run_migrations=False)
     check_port_free(host, port, "--port")
+    exit_cleanly_after_signals()
     stdout.print(f"Gateway on http://{host}:{port} with {workers} worker(s)")
-    with multiprocess_metrics_dir():
+    if workers == 1:
+        # uvicorn re-raises the SIGTERM it handled once its graceful shutdown is done; left to
+        # the default action, that would end a clean stop with status -15 instead of 0.
+        signal.signal(signal.SIGTERM, _exit_after_sigterm)
+    # Only separate worker processes need shared metric files: prometheus_client chooses its
+    # value store when first imported, which this process has done already (above), so a
+    # single in-process worker keeps its metrics in memory and must render them from there.
+    metrics_dir = multiprocess_metrics_dir() if workers > 1 else contextlib.nullcontext()
+    with metrics_dir:
         uvicorn.run(
             "tokenmanager.gateway.server:create_gateway_from_environment",
             factory=True,
@@ -142,6 +161,10 @@ def gateway(
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             server_header=False,
         )
+
+
+def _exit_after_sigterm(_signal_number: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def mock_upstream(

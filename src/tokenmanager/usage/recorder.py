@@ -56,6 +56,9 @@ class UsageRecorder:
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
         self._queue: asyncio.Queue[UsageEvent] = asyncio.Queue(maxsize=queue_size)
+        # Events the writer took from the queue and has not stored or spooled yet: `stop`
+        # cancels the writer, possibly mid-batch, and must not lose them.
+        self._in_hand: list[UsageEvent] = []
         self._writer: asyncio.Task[None] | None = None
         self._replayer: asyncio.Task[None] | None = None
         self._spool_has_data = asyncio.Event()
@@ -83,12 +86,18 @@ class UsageRecorder:
             self._spool_has_data.set()
 
     async def stop(self) -> None:
-        """Drain the queue to the store (or the spool) and stop the background tasks."""
+        """Drain the queue to the store (or the spool) and stop the background tasks.
+
+        A batch whose write was cut short by the stop is written again; the store ignores the
+        event_ids it already has, so no event is lost or counted twice there.
+        """
         for task in (self._writer, self._replayer):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        in_hand, self._in_hand = self._in_hand, []
+        await self._flush(in_hand)
         while not self._queue.empty():
             await self._flush(self._take_ready(self._batch_size))
         await asyncio.to_thread(self._spool.close)
@@ -109,7 +118,7 @@ class UsageRecorder:
 
     async def _write_loop(self) -> None:
         while True:
-            batch = [await self._queue.get()]
+            self._in_hand = batch = [await self._queue.get()]
             deadline = time.monotonic() + self._flush_interval_s
             while len(batch) < self._batch_size:
                 batch.extend(self._take_ready(self._batch_size - len(batch)))
@@ -121,6 +130,7 @@ class UsageRecorder:
                 except TimeoutError:
                     break
             await self._flush(batch)
+            self._in_hand = []
 
     async def _flush(self, batch: list[UsageEvent]) -> None:
         if not batch:

@@ -121,7 +121,7 @@ class Spool:
             if directory != self._directory and not self._adopt(directory):
                 continue  # a live process owns it
             paths = (
-                sorted(directory.glob("*.ndjson"))
+                own_paths if directory == self._directory else sorted(directory.glob("*.ndjson"))
             )
             if not paths and directory != self._directory:
                 shutil.rmtree(directory, ignore_errors=True)  # a dead owner's, fully replayed
