@@ -37,6 +37,12 @@ ExpiresOption = Annotated[
         help="When it stops working: ISO-8601 (2026-12-31T00:00:00Z) or a duration (30d, 12h)."
     ),
 ]
+PerSecondOption = Annotated[
+    int | None, typer.Option(min=1, help="Requests per second this token may make (gateway).")
+]
+PerMinuteOption = Annotated[
+    int | None, typer.Option(min=1, help="Requests per minute this token may make (gateway).")
+]
 _DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -90,6 +96,8 @@ def issue(
     scope: ScopeOption = None,
     description: Annotated[str, typer.Option(help="Free text.")] = "",
     expires_at: ExpiresOption = None,
+    rate_limit_per_s: PerSecondOption = None,
+    rate_limit_per_min: PerMinuteOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Issue a new token and print its secret once."""
@@ -103,6 +111,8 @@ def issue(
                 scopes=scope or [],
                 description=description,
                 expires_at=parse_expiry(expires_at),
+                rate_limit_per_s=rate_limit_per_s,
+                rate_limit_per_min=rate_limit_per_min,
             )
 
     _print_issued(run(body), as_json, "Issued")
@@ -167,9 +177,15 @@ def update(
         bool, typer.Option("--never-expires", help="Remove the expiry.")
     ] = False,
     team: Annotated[str | None, typer.Option(help="Move to another team.")] = None,
+    rate_limit_per_s: PerSecondOption = None,
+    rate_limit_per_min: PerMinuteOption = None,
+    no_rate_limit: Annotated[
+        bool, typer.Option("--no-rate-limit", help="Remove the token's own rate limits.")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Change a token's name, scopes, description, expiry or team (never its secret)."""
+    """Change a token's name, scopes, description, expiry, team or rate limits (never its
+    secret)."""
     changes: dict[str, Any] = {}
     if name is not None:
         changes["name"] = name
@@ -183,6 +199,12 @@ def update(
         changes["expires_at"] = parse_expiry(expires_at)
     if team is not None:
         changes["team_id"] = team
+    if no_rate_limit:
+        changes["rate_limit_per_s"] = changes["rate_limit_per_min"] = None
+    if rate_limit_per_s is not None:
+        changes["rate_limit_per_s"] = rate_limit_per_s
+    if rate_limit_per_min is not None:
+        changes["rate_limit_per_min"] = rate_limit_per_min
     if not changes:
         fail("nothing to change: give at least one option (see --help)", EXIT_INVALID)
 
