@@ -116,7 +116,9 @@ async def running_mock_upstream() -> AsyncIterator[str]:
 
     from tokenmanager.mock_upstream.app import build_mock_upstream
 
-    runner = web.AppRunner(build_mock_upstream(), access_log=None)
+    # Handlers end when their client goes away: /hang and /stall would otherwise outlive the
+    # gateway's connection and hold up cleanup for aiohttp's 60 s shutdown timeout.
+    runner = web.AppRunner(build_mock_upstream(), access_log=None, handler_cancellation=True)
     await runner.setup()
     port = free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)

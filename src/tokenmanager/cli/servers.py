@@ -178,4 +178,11 @@ def mock_upstream(
 
     check_port_free(host, port, "--port")
     stdout.print(f"Mock upstream on http://{host}:{port}")
-    web.run_app(build_mock_upstream(), host=host, port=port, print=None, access_log=None)
+    web.run_app(
+        build_mock_upstream(),
+        host=host,
+        port=port,
+        print=None,
+        access_log=None,
+        handler_cancellation=True,  # /hang and /stall end when their client goes away
+    )
