@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tokenmanager.storage.schema import token_usage_logs, tokens, usage_hourly
+from tokenmanager.storage.schema import token_usage_logs, tokens, usage_daily, usage_hourly
 from tokenmanager.usage.events import UsageEvent
 from tokenmanager.usage.histogram import BUCKET_COLUMNS
 from tokenmanager.usage.rollup import build_rollup
@@ -94,24 +94,24 @@ async def _update_last_used(connection: AsyncConnection, events: Sequence[UsageE
 
 
 async def _add_to_rollup(connection: AsyncConnection, events: Sequence[UsageEvent]) -> None:
-    # Sorted keys: concurrent writers lock rollup rows in one order and cannot deadlock.
-    rows = [row.as_values(key) for key, row in sorted(build_rollup(events).items())]
-    if not rows:
-        return
+    for table, period in ((usage_hourly, "hour"), (usage_daily, "day")):
+        # Sorted keys: concurrent writers lock rollup rows in one order and cannot deadlock.
+        rollup = sorted(build_rollup(events, period).items())
+        rows = [row.as_values(key, period) for key, row in rollup]
+        if rows:
+            await connection.execute(_rollup_upsert(connection, table, period), rows)
+
+
+def _rollup_upsert(connection: AsyncConnection, table: sa.Table, period: str) -> Any:
+    """INSERT … ON CONFLICT DO UPDATE adding the new counts to the stored ones."""
     is_postgres = connection.dialect.name == "postgresql"
     greatest = sa.func.greatest if is_postgres else sa.func.max  # SQLite's 2-argument max()
-    statement = _dialect_insert(connection, usage_hourly)
+    statement = _dialect_insert(connection, table)
+    excluded = statement.excluded
     additive = ("calls", "errors", "sum_latency_ms", "bytes_in", "bytes_out", *BUCKET_COLUMNS)
-    updates: dict[str, Any] = {
-        name: usage_hourly.c[name] + statement.excluded[name] for name in additive
-    }
-    updates["max_latency_ms"] = greatest(
-        usage_hourly.c.max_latency_ms, statement.excluded.max_latency_ms
-    )
-    updates["token_id"] = sa.func.coalesce(usage_hourly.c.token_id, statement.excluded.token_id)
-    await connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=["hour", "token_hash", "route_path", "status_class"], set_=updates
-        ),
-        rows,
+    updates: dict[str, Any] = {name: table.c[name] + excluded[name] for name in additive}
+    updates["max_latency_ms"] = greatest(table.c.max_latency_ms, excluded.max_latency_ms)
+    updates["token_id"] = sa.func.coalesce(table.c.token_id, excluded.token_id)
+    return statement.on_conflict_do_update(
+        index_elements=[period, "token_hash", "route_path", "status_class"], set_=updates
     )

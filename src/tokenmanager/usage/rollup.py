@@ -1,4 +1,4 @@
-"""Folding usage events into hourly rollup rows (hour x token x route x status class). Pure."""
+"""Folding usage events into rollup rows (hour or day x token x route x status class). Pure."""
 
 from __future__ import annotations
 
@@ -14,6 +14,13 @@ RollupKey = tuple[datetime, str, str, int]
 
 def hour_of(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def day_of(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+PERIOD_STARTS = {"hour": hour_of, "day": day_of}
 
 
 @dataclass(slots=True)
@@ -39,10 +46,10 @@ class RollupRow:
             self.max_latency_ms = max(self.max_latency_ms, latency)
             self.buckets[bucket_index(latency)] += 1
 
-    def as_values(self, key: RollupKey) -> dict[str, object]:
-        hour, token_hash, route_path, status_class = key
+    def as_values(self, key: RollupKey, period: str = "hour") -> dict[str, object]:
+        start, token_hash, route_path, status_class = key
         return {
-            "hour": hour,
+            period: start,
             "token_hash": token_hash,
             "route_path": route_path,
             "status_class": status_class,
@@ -57,10 +64,17 @@ class RollupRow:
         }
 
 
-def build_rollup(events: Iterable[UsageEvent]) -> dict[RollupKey, RollupRow]:
+def build_rollup(events: Iterable[UsageEvent], period: str = "hour") -> dict[RollupKey, RollupRow]:
+    """Events folded by (period start, token hash, route, status class); period: hour or day."""
+    period_start = PERIOD_STARTS[period]
     rows: dict[RollupKey, RollupRow] = {}
     for event in events:
-        key = (hour_of(event.used_at), event.token_hash, event.route_path or "", event.status_class)
+        key = (
+            period_start(event.used_at),
+            event.token_hash,
+            event.route_path or "",
+            event.status_class,
+        )
         row = rows.get(key)
         if row is None:
             row = rows[key] = RollupRow()
