@@ -178,9 +178,10 @@ token_usage_logs = sa.Table(
         postgresql_where=_IS_ERROR,
         sqlite_where=_IS_ERROR,
     ),
+    sa.Index("idx_usage_token_id", "token_id", "used_at"),
     sa.Index(
         "idx_usage_errors_token",
-        "token_hash",
+        "token_id",
         "used_at",
         postgresql_where=_IS_ERROR,
         sqlite_where=_IS_ERROR,

@@ -1,5 +1,6 @@
 """Daily usage rollup (long windows read it instead of hundreds of hourly rows per key), and
-partial indexes for the error and slow-call drill-downs on the raw table.
+indexes for the drill-downs on the raw table: a token's calls by id (which survives rotation),
+errors only (partial), and the slowest calls.
 
 Revision ID: 0003
 Revises: 0002
@@ -55,15 +56,17 @@ def upgrade() -> None:
     op.create_index(
         "idx_usage_errors_token",
         "token_usage_logs",
-        ["token_hash", "used_at"],
+        ["token_id", "used_at"],
         postgresql_where=sa.text(_IS_ERROR),
         sqlite_where=sa.text(_IS_ERROR),
     )
+    op.create_index("idx_usage_token_id", "token_usage_logs", ["token_id", "used_at"])
     op.create_index("idx_usage_latency", "token_usage_logs", ["response_time_ms"])
 
 
 def downgrade() -> None:
     op.drop_index("idx_usage_latency", "token_usage_logs")
+    op.drop_index("idx_usage_token_id", "token_usage_logs")
     op.drop_index("idx_usage_errors_token", "token_usage_logs")
     op.drop_index("idx_usage_errors_route", "token_usage_logs")
     op.drop_table("usage_daily")
