@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tokenmanager.analytics.service import AnalyticsService
 from tokenmanager.audit.service import AuditService
 from tokenmanager.changes import ChangePublisher, build_redis
 from tokenmanager.crypto import Keyring
@@ -42,6 +43,8 @@ class Services:
     routes: RouteService
     ingest_keys: IngestKeyService
     audit: AuditService
+    analytics: AnalyticsService
+    recorder: UsageRecorder
     redis: Any | None = None
 
     async def close(self) -> None:
@@ -88,7 +91,29 @@ def build_services(settings: Settings) -> Services:
         routes=RouteService(database, keyring, upstream_policy(settings)),
         ingest_keys=IngestKeyService(database),
         audit=AuditService(database),
+        analytics=AnalyticsService(database),
+        recorder=build_recorder(settings, database, build_spool(settings)),
         redis=redis,
+    )
+
+
+def build_spool(settings: Settings) -> Spool:
+    return Spool(settings.data_dir / "spool", max_bytes=settings.spool_max_bytes)
+
+
+def build_recorder(settings: Settings, database: Database, spool: Spool) -> UsageRecorder:
+    """The usage recorder of one process (gateway or control plane)."""
+
+    async def write_batch(events: Sequence[UsageEvent]) -> int:
+        async with database.write() as connection:
+            return await insert_usage_events(connection, events)
+
+    return UsageRecorder(
+        write_batch,
+        spool,
+        batch_size=settings.usage_batch_size,
+        flush_interval_s=settings.usage_flush_interval_s,
+        queue_size=settings.usage_queue_size,
     )
 
 
@@ -101,19 +126,8 @@ def build_gateway_app(settings: Settings) -> GatewayApp:
     limiter: RateLimiter = (
         RedisRateLimiter(redis, fallback=local_limiter) if redis is not None else local_limiter
     )
-    spool = Spool(settings.data_dir / "spool", max_bytes=settings.spool_max_bytes)
-
-    async def write_batch(events: Sequence[UsageEvent]) -> int:
-        async with database.write() as connection:
-            return await insert_usage_events(connection, events)
-
-    recorder = UsageRecorder(
-        write_batch,
-        spool,
-        batch_size=settings.usage_batch_size,
-        flush_interval_s=settings.usage_flush_interval_s,
-        queue_size=settings.usage_queue_size,
-    )
+    spool = build_spool(settings)
+    recorder = build_recorder(settings, database, spool)
 
     async def close() -> None:
         if redis is not None:

@@ -104,6 +104,17 @@ class Settings(BaseSettings):
     change_poll_interval_s: float = Field(
         default=0.5, gt=0, le=10, description="How often gateways poll the store for changes."
     )
+    # Usage ingestion and retention
+    ingest_open: bool = Field(
+        default=False,
+        description="Accept POST /api/usage-log without an ingest key (only on a trusted network).",
+    )
+    ingest_max_batch_items: int = Field(
+        default=10_000, gt=0, le=100_000, description="Most records in one batch post."
+    )
+    ingest_max_batch_bytes: int = Field(
+        default=10 * 1024 * 1024, gt=0, description="Largest batch post body (else 413)."
+    )
     # Usage recorder
     usage_flush_interval_s: float = Field(
         default=0.2, gt=0, le=10, description="Longest time an event waits before it is written."

@@ -11,7 +11,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tokenmanager import __version__
-from tokenmanager.api import audit, health, ingest_keys, routes, sessions, teams, tokens, users
+from tokenmanager.api import (
+    audit,
+    health,
+    ingest,
+    ingest_keys,
+    routes,
+    sessions,
+    teams,
+    tokens,
+    usage,
+    users,
+)
 from tokenmanager.api.errors import install_error_handlers
 from tokenmanager.composition import Services, build_services
 from tokenmanager.settings import Settings
@@ -37,8 +48,12 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await built.close()
+        await built.recorder.start()
+        try:
+            yield
+        finally:
+            await built.recorder.stop()
+            await built.close()
 
     app = FastAPI(
         title="Token Manager",
@@ -49,6 +64,17 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     app.state.services = built
     install_error_handlers(app)
     app.add_middleware(BaseHTTPMiddleware, dispatch=_add_security_headers)
-    for module in (health, sessions, teams, users, tokens, routes, ingest_keys, audit):
+    for module in (
+        health,
+        sessions,
+        teams,
+        users,
+        tokens,
+        routes,
+        ingest_keys,
+        audit,
+        usage,
+        ingest,
+    ):
         app.include_router(module.router)
     return app

@@ -1,0 +1,70 @@
+"""Summed rollup measures and what is derived from them (averages, rates, percentiles). Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokenmanager.usage.histogram import BUCKET_COLUMNS, percentile
+
+MEASURES = ("calls", "errors", "sum_latency_ms", "max_latency_ms", "bytes_in", "bytes_out")
+
+
+@dataclass(slots=True)
+class Totals:
+    calls: int = 0
+    errors: int = 0
+    sum_latency_ms: int = 0
+    max_latency_ms: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKET_COLUMNS))
+
+    @classmethod
+    def of(cls, row: Any) -> Totals:
+        """From a row with the MEASURES and bucket columns (NULL sums count as 0)."""
+        mapping = row._mapping
+        return cls(
+            **{name: int(mapping[name] or 0) for name in MEASURES},
+            buckets=[int(mapping[name] or 0) for name in BUCKET_COLUMNS],
+        )
+
+    def add(self, other: Totals) -> None:
+        self.calls += other.calls
+        self.errors += other.errors
+        self.sum_latency_ms += other.sum_latency_ms
+        self.max_latency_ms = max(self.max_latency_ms, other.max_latency_ms)
+        self.bytes_in += other.bytes_in
+        self.bytes_out += other.bytes_out
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
+
+    @property
+    def timed_calls(self) -> int:
+        """Calls with a known latency (each is counted in exactly one bucket)."""
+        return sum(self.buckets)
+
+    @property
+    def avg_response_time(self) -> float:
+        timed = self.timed_calls
+        return round(self.sum_latency_ms / timed, 1) if timed else 0.0
+
+    @property
+    def success_rate(self) -> float:
+        """Percent of calls that were not errors (100.0 when there were none)."""
+        return round(100.0 * (self.calls - self.errors) / self.calls, 2) if self.calls else 100.0
+
+    @property
+    def error_rate(self) -> float:
+        return round(100.0 * self.errors / self.calls, 2) if self.calls else 0.0
+
+    def percentile(self, fraction: float) -> float | None:
+        value = percentile(self.buckets, fraction, self.max_latency_ms or None)
+        return None if value is None else round(value, 1)
+
+    def latency_summary(self) -> dict[str, float | None]:
+        return {
+            "p50_response_time": self.percentile(0.50),
+            "p95_response_time": self.percentile(0.95),
+            "p99_response_time": self.percentile(0.99),
+            "max_response_time": self.max_latency_ms if self.calls else None,
+        }

@@ -1,0 +1,410 @@
+"""Analytics for the API and the dashboard, in the seed's shapes plus what the product adds.
+
+Viewers see only their teams' usage: every query is filtered to their teams' tokens, and a
+token or team of another team is reported as not found. Usage of unknown tokens (hashes that
+match no token) is visible to admins only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from tokenmanager.access.actor import Actor
+from tokenmanager.analytics.figures import Totals
+from tokenmanager.analytics.windows import DAY, Window, day_starts, hour_starts
+from tokenmanager.clock import utcnow
+from tokenmanager.errors import InvalidInputError, NotFoundError
+from tokenmanager.storage import analytics as analytics_sql
+from tokenmanager.storage import tokens as tokens_sql
+from tokenmanager.storage.analytics import UsageFilter
+from tokenmanager.storage.database import Database
+from tokenmanager.usage.rollup import day_of
+
+UNKNOWN_TOKEN_NAME = "unknown token"  # noqa: S105 - a label, not a secret
+TOP_LIMIT = 10
+MAX_HOURLY_POINTS = 31 * 24
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _window_view(window: Window, bucket: str | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {"since": _iso(window.since), "until": _iso(window.until)}
+    if bucket is not None:
+        view["bucket"] = bucket
+    return view
+
+
+class AnalyticsService:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    # -- access --------------------------------------------------------------------------
+
+    def _team_scope(self, actor: Actor, team_id: str | None) -> list[str] | None:
+        """The team ids to filter on (None: no filter); NotFoundError for a team not visible."""
+        if team_id is not None:
+            if not actor.can_view_team(team_id):
+                raise NotFoundError("team not found")
+            return [team_id]
+        visible = actor.visible_team_ids
+        return None if visible is None else sorted(visible)
+
+    async def _visible_token(self, actor: Actor, token_id: int) -> Any:
+        async with self._db.read() as connection:
+            token = await tokens_sql.read_token(connection, token_id)
+        if token is None or not actor.can_view_team(token.team_id):
+            raise NotFoundError("token not found")
+        return token
+
+    # -- /api/usage/stats ----------------------------------------------------------------
+
+    async def stats(
+        self, actor: Actor, window: Window, *, bucket: str = "hour", team_id: str | None = None
+    ) -> dict[str, Any]:
+        """Overview, a time series, top tokens and top routes over the window."""
+        if bucket == "hour" and window.hours > MAX_HOURLY_POINTS:
+            raise InvalidInputError("bucket", "use bucket=day for windows longer than 31 days")
+        where = UsageFilter(team_ids=self._team_scope(actor, team_id))
+        now = utcnow()
+        async with self._db.read() as connection:
+            totals = await analytics_sql.read_totals(connection, window, where)
+            unique_hashes, used_token_ids = await analytics_sql.read_distinct_tokens(
+                connection, window, where
+            )
+            active_tokens = await analytics_sql.count_active_tokens(connection, now, where.team_ids)
+            series = await self._series(connection, window, where, bucket)
+            top_tokens = await self._top_tokens(connection, window, where, TOP_LIMIT)
+            top_routes = await analytics_sql.read_grouped(
+                connection, window, where, ("route_path",), limit=TOP_LIMIT
+            )
+        return {
+            "window": _window_view(window, bucket),
+            "overview": {
+                "total_calls": totals.calls,
+                "total_errors": totals.errors,
+                "avg_response_time": totals.avg_response_time,
+                "success_rate": totals.success_rate,
+                "error_rate": totals.error_rate,
+                **totals.latency_summary(),
+                "unique_tokens": unique_hashes,
+                "active_tokens": used_token_ids,
+                "idle_tokens": max(active_tokens - used_token_ids, 0),
+                "bytes_in": totals.bytes_in,
+                "bytes_out": totals.bytes_out,
+            },
+            "hourly_usage": series,
+            "top_tokens": top_tokens,
+            "top_routes": [_route_entry(key[0], figures) for key, figures in top_routes],
+        }
+
+    async def _series(
+        self, connection: Any, window: Window, where: UsageFilter, bucket: str
+    ) -> list[dict[str, Any]]:
+        """One point per hour (or day) of the window, zeros included, oldest first.
+
+        The key stays `hour` as in the seed; with bucket=day it holds the day's start.
+        """
+        grouped = await analytics_sql.read_grouped(connection, window, where, ("period",))
+        by_start: dict[datetime, Totals] = {}
+        fold = day_of if bucket == "day" else (lambda moment: moment)
+        for (period,), figures in grouped:
+            by_start.setdefault(fold(period), Totals()).add(figures)
+        starts = day_starts(window) if bucket == "day" else hour_starts(window)
+        return [_series_point(start, by_start.get(start, Totals())) for start in starts]
+
+    async def _top_tokens(
+        self, connection: Any, window: Window, where: UsageFilter, limit: int | None
+    ) -> list[dict[str, Any]]:
+        grouped = await analytics_sql.read_grouped(
+            connection, window, where, ("token_id", "token_hash")
+        )
+        # A rotated token has several hashes: its rows are merged under its id. Unknown hashes
+        # stay apart, each its own "unknown token".
+        merged: dict[Any, tuple[int | None, str, Totals]] = {}
+        for (token_id, token_hash), figures in grouped:
+            key = token_id if token_id is not None else f"hash:{token_hash}"
+            entry = merged.setdefault(key, (token_id, token_hash, Totals()))
+            entry[2].add(figures)
+        ranked = sorted(merged.values(), key=lambda entry: (-entry[2].calls, str(entry[0])))
+        if limit is not None:
+            ranked = ranked[:limit]
+        names = await analytics_sql.read_token_names(
+            connection, [token_id for token_id, _, _ in ranked if token_id is not None]
+        )
+        entries = []
+        for token_id, token_hash, figures in ranked:
+            name, team = (
+                names.get(token_id, (UNKNOWN_TOKEN_NAME, None))
+                if token_id
+                else (
+                    UNKNOWN_TOKEN_NAME,
+                    None,
+                )
+            )
+            entries.append(
+                {
+                    "token_id": token_id,
+                    "name": name,
+                    "team_id": team,
+                    "usage_count": figures.calls,
+                    "error_count": figures.errors,
+                    "avg_response_time": figures.avg_response_time,
+                    "success_rate": figures.success_rate,
+                    "token_hash_prefix": None if token_id else token_hash[:8],
+                }
+            )
+        return entries
+
+    # -- /api/usage/token/{id} -----------------------------------------------------------
+
+    async def token_usage(
+        self, actor: Actor, token_id: int, window: Window, *, limit: int, offset: int
+    ) -> dict[str, Any]:
+        token = await self._visible_token(actor, token_id)
+        where = UsageFilter(token_id=token_id)
+        async with self._db.read() as connection:
+            totals = await analytics_sql.read_totals(connection, window, where)
+            first_used, last_used = await analytics_sql.read_first_and_last_use(connection, where)
+            recent = await analytics_sql.read_recent_usage(
+                connection, where, limit=limit, offset=offset
+            )
+            routes = await analytics_sql.read_grouped(connection, window, where, ("route_path",))
+            hourly = await analytics_sql.read_grouped(
+                connection, window, where, ("period",), hourly_only=True
+            )
+            errors = await analytics_sql.read_error_breakdown(connection, window, where)
+        return {
+            "window": _window_view(window),
+            "token": {
+                "id": token.id,
+                "name": token.name,
+                "team_id": token.team_id,
+                "display_prefix": token.display_prefix,
+                "state": token.state_at(utcnow()).value,
+            },
+            "stats": {
+                "total_calls": totals.calls,
+                "error_count": totals.errors,
+                "avg_response_time": totals.avg_response_time,
+                "first_used": _iso(first_used),
+                "last_used": _iso(token.last_used or last_used),
+                "error_rate": totals.error_rate,
+                "success_rate": totals.success_rate,
+                **totals.latency_summary(),
+            },
+            "recent_usage": [_usage_entry(row) for row in recent],
+            "recent_usage_page": {"limit": limit, "offset": offset, "returned": len(recent)},
+            "route_distribution": [_route_entry(key[0], figures) for key, figures in routes],
+            "time_profile": _time_profile(hourly),
+            "errors": _errors_view(errors),
+        }
+
+    # -- /api/usage/route ----------------------------------------------------------------
+
+    async def route_usage(
+        self, actor: Actor, route_path: str, window: Window, *, team_id: str | None = None
+    ) -> dict[str, Any]:
+        where = UsageFilter(team_ids=self._team_scope(actor, team_id), route_path=route_path)
+        async with self._db.read() as connection:
+            totals = await analytics_sql.read_totals(connection, window, where)
+            tokens = await self._top_tokens(connection, window, where, None)
+            trend = await self._latency_trend(connection, window, where)
+            errors = await analytics_sql.read_error_breakdown(connection, window, where)
+        return {
+            "window": _window_view(window),
+            "route": {"route_path": route_path},
+            "stats": {
+                "total_calls": totals.calls,
+                "error_count": totals.errors,
+                "error_rate": totals.error_rate,
+                "success_rate": totals.success_rate,
+                "avg_response_time": totals.avg_response_time,
+                **totals.latency_summary(),
+            },
+            "token_distribution": tokens,
+            "latency_trend": trend,
+            "errors": _errors_view(errors),
+        }
+
+    async def _latency_trend(
+        self, connection: Any, window: Window, where: UsageFilter
+    ) -> list[dict[str, Any]]:
+        """Per hour for windows up to 31 days, per day beyond."""
+        bucket = "hour" if window.hours <= MAX_HOURLY_POINTS else "day"
+        return await self._series(connection, window, where, bucket)
+
+    # -- drill-downs ---------------------------------------------------------------------
+
+    async def errors(
+        self,
+        actor: Actor,
+        window: Window,
+        *,
+        team_id: str | None = None,
+        route_path: str | None = None,
+        token_id: int | None = None,
+        limit: int = 50,
+    ) -> dict[str, Any]:
+        if token_id is not None:
+            await self._visible_token(actor, token_id)
+        where = UsageFilter(
+            team_ids=self._team_scope(actor, team_id), route_path=route_path, token_id=token_id
+        )
+        async with self._db.read() as connection:
+            totals = await analytics_sql.read_totals(connection, window, where)
+            breakdown = await analytics_sql.read_error_breakdown(connection, window, where)
+            recent = await analytics_sql.read_recent_errors(connection, window, where, limit=limit)
+        return {
+            "window": _window_view(window),
+            "total_calls": totals.calls,
+            "total_errors": totals.errors,
+            "error_rate": totals.error_rate,
+            **_errors_view(breakdown),
+            "recent_errors": [_usage_entry(row) for row in recent],
+        }
+
+    async def slow_calls(
+        self,
+        actor: Actor,
+        window: Window,
+        *,
+        team_id: str | None = None,
+        route_path: str | None = None,
+        token_id: int | None = None,
+        min_response_time_ms: int = 0,
+        limit: int = 50,
+    ) -> dict[str, Any]:
+        if token_id is not None:
+            await self._visible_token(actor, token_id)
+        where = UsageFilter(
+            team_ids=self._team_scope(actor, team_id), route_path=route_path, token_id=token_id
+        )
+        async with self._db.read() as connection:
+            rows = await analytics_sql.read_slow_calls(
+                connection, window, where, min_response_time_ms=min_response_time_ms, limit=limit
+            )
+        return {"window": _window_view(window), "calls": [_usage_entry(row) for row in rows]}
+
+    async def idle_tokens(
+        self, actor: Actor, days: int, *, team_id: str | None = None
+    ) -> dict[str, Any]:
+        """Revoke candidates: active tokens unused for `days` days, or never used."""
+        now = utcnow()
+        cutoff = now - timedelta(days=days)
+        async with self._db.read() as connection:
+            rows = await analytics_sql.read_idle_tokens(
+                connection, now, cutoff, self._team_scope(actor, team_id)
+            )
+        return {
+            "days": days,
+            "tokens": [
+                {
+                    "id": row.id,
+                    "name": row.name,
+                    "team_id": row.team_id,
+                    "created_at": _iso(row.created_at),
+                    "last_used": _iso(row.last_used),
+                    "idle_days": (now - (row.last_used or row.created_at)) // DAY,
+                    "never_used": row.last_used is None,
+                }
+                for row in rows
+            ],
+        }
+
+    async def latest(self, actor: Actor, limit: int = 10) -> list[dict[str, Any]]:
+        """The newest raw records (the seed's test-data)."""
+        where = UsageFilter(team_ids=self._team_scope(actor, None))
+        async with self._db.read() as connection:
+            rows = await analytics_sql.read_recent_usage(connection, where, limit=limit)
+        return [_raw_record(row) for row in rows]
+
+    async def export_rows(
+        self,
+        actor: Actor,
+        window: Window,
+        *,
+        team_id: str | None = None,
+        route_path: str | None = None,
+        token_id: int | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every raw record in the window, oldest first, streamed from the database."""
+        if token_id is not None:
+            await self._visible_token(actor, token_id)
+        where = UsageFilter(
+            team_ids=self._team_scope(actor, team_id), route_path=route_path, token_id=token_id
+        )
+        async with self._db.read() as connection:
+            async for row in analytics_sql.stream_usage_rows(connection, window, where):
+                yield _raw_record(row)
+
+
+def _series_point(start: datetime, figures: Totals) -> dict[str, Any]:
+    return {
+        "hour": _iso(start),
+        "call_count": figures.calls,
+        "error_count": figures.errors,
+        "avg_response_time": figures.avg_response_time,
+        "p50_response_time": figures.percentile(0.50),
+        "p95_response_time": figures.percentile(0.95),
+    }
+
+
+def _route_entry(route_path: str, figures: Totals) -> dict[str, Any]:
+    return {
+        "route_path": route_path or None,
+        "call_count": figures.calls,
+        "error_count": figures.errors,
+        "avg_response_time": figures.avg_response_time,
+        "success_rate": figures.success_rate,
+        "p95_response_time": figures.percentile(0.95),
+    }
+
+
+def _usage_entry(row: Any) -> dict[str, Any]:
+    return {
+        "route_path": row.route_path,
+        "used_at": _iso(row.used_at),
+        "response_status": row.response_status,
+        "response_time_ms": row.response_time_ms,
+        "request_method": row.request_method,
+        "ip_address": row.ip_address,
+        "failure_kind": row.failure_kind,
+        "error_message": row.error_message,
+        "token_id": row.token_id,
+    }
+
+
+RAW_FIELDS = (
+    "id", "event_id", "token_hash", "token_id", "route_path", "used_at", "response_status",
+    "response_time_ms", "ttfb_ms", "ip_address", "user_agent", "request_method",
+    "error_message", "bytes_in", "bytes_out", "failure_kind", "source",
+)  # fmt: skip
+
+
+def _raw_record(row: Any) -> dict[str, Any]:
+    record = {name: getattr(row, name) for name in RAW_FIELDS}
+    record["used_at"] = _iso(row.used_at)
+    return record
+
+
+def _errors_view(breakdown: dict[str, list[Any]]) -> dict[str, Any]:
+    return {
+        "by_status": [{"status": r.value, "count": r.count} for r in breakdown["by_status"]],
+        "by_failure_kind": [
+            {"failure_kind": r.value, "count": r.count} for r in breakdown["by_failure_kind"]
+        ],
+        "top_messages": [{"message": r.value, "count": r.count} for r in breakdown["top_messages"]],
+    }
+
+
+def _time_profile(hourly: list[tuple[tuple[Any, ...], Totals]]) -> dict[str, Any]:
+    """Calls per weekday x hour of day (UTC), from hourly rollup rows."""
+    matrix = [[0] * 24 for _ in WEEKDAYS]
+    for (period,), figures in hourly:
+        matrix[period.weekday()][period.hour] += figures.calls
+    return {"timezone": "UTC", "weekdays": list(WEEKDAYS), "calls": matrix}

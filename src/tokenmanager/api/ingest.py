@@ -1,0 +1,153 @@
+"""Usage ingestion for external gateways: `POST /api/usage-log` (the seed's body, answered with
+`{"status": "logged"}`) and `POST /api/usage-log/batch` (a JSON array or NDJSON). Both need an
+ingest key (`X-Ingest-Key` or `Authorization: Bearer tik_…`) unless the operator turned on open
+ingestion. Accepted records go through the same recorder as the gateway's calls.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+
+from tokenmanager.api.auth import ServicesDep
+from tokenmanager.api.errors import error_response
+from tokenmanager.clock import utcnow
+from tokenmanager.composition import Services
+from tokenmanager.usage.ingest import IngestError, parse_usage_record
+
+router = APIRouter(prefix="/api/usage-log", tags=["usage ingestion"])
+
+SINGLE_RECORD_MAX_BYTES = 64 * 1024
+EXAMPLE_RECORD = {
+    "token_hash": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "route": "/api/openai",
+    "timestamp": 1730800000000,
+    "response_status": 200,
+    "response_time_ms": 1500,
+    "ip_address": "1.2.3.4",
+    "user_agent": "n8n/1.0",
+    "request_method": "POST",
+    "error_message": None,
+}
+
+
+async def require_ingest_key(request: Request, services: ServicesDep) -> None:
+    if services.settings.ingest_open:
+        return
+    key = request.headers.get("x-ingest-key")
+    if key is None:
+        scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        key = credential.strip() if scheme.lower() == "bearer" else None
+    if not key or await services.ingest_keys.verify(key) is None:
+        raise HTTPException(
+            401, "missing or invalid ingest key (X-Ingest-Key)", {"WWW-Authenticate": "Bearer"}
+        )
+
+
+IngestKeyDep = Annotated[None, Depends(require_ingest_key)]
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `max_bytes` (never buffered beyond)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise HTTPException(413, f"body larger than {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise HTTPException(413, f"body larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _record(services: Services, event: Any) -> None:
+    if not services.recorder.record(event):
+        raise HTTPException(503, "the usage queue is full; retry shortly", {"Retry-After": "1"})
+
+
+@router.post(
+    "",
+    responses={
+        401: {"description": "No or a wrong ingest key"},
+        422: {"description": "Bad record"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"example": EXAMPLE_RECORD}},
+        }
+    },
+)
+async def log_usage(request: Request, _: IngestKeyDep, services: ServicesDep) -> Any:
+    """Record one call made through an external gateway (the seed's body)."""
+    body = await _read_body(request, SINGLE_RECORD_MAX_BYTES)
+    try:
+        record = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return error_response(
+            422, "body is not valid JSON", fields=[{"field": "body", "message": "invalid JSON"}]
+        )
+    try:
+        event = parse_usage_record(record, utcnow())
+    except IngestError as exc:
+        return error_response(422, f"invalid usage record: {exc}", fields=exc.fields)
+    _record(services, event)
+    return {"status": "logged", "event_id": event.event_id}
+
+
+@router.post("/batch", responses={413: {"description": "Batch too large"}})
+async def log_usage_batch(request: Request, _: IngestKeyDep, services: ServicesDep) -> Any:
+    """Record many calls: a JSON array, or NDJSON (`Content-Type: application/x-ndjson`, one
+    record per line). Good records are accepted even when others are rejected."""
+    settings = services.settings
+    body = await _read_body(request, settings.ingest_max_batch_bytes)
+    is_ndjson = "ndjson" in request.headers.get("content-type", "")
+    try:
+        if is_ndjson:
+            lines = [line for line in body.decode("utf-8").splitlines() if line.strip()]
+            items: list[Any] = []
+            for line in lines:
+                try:
+                    items.append(json.loads(line))
+                except ValueError:
+                    items.append(_UNPARSABLE)
+        else:
+            items = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return error_response(
+            422, "body is not valid JSON", fields=[{"field": "body", "message": "invalid JSON"}]
+        )
+    if not isinstance(items, list):
+        return error_response(
+            422,
+            "a batch is a JSON array (or NDJSON)",
+            fields=[{"field": "body", "message": "must be a JSON array"}],
+        )
+    if len(items) > settings.ingest_max_batch_items:
+        raise HTTPException(413, f"at most {settings.ingest_max_batch_items} records per batch")
+    now = utcnow()
+    accepted = 0
+    errors: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        if item is _UNPARSABLE:
+            errors.append(
+                {"index": index, "fields": [{"field": "body", "message": "invalid JSON"}]}
+            )
+            continue
+        try:
+            event = parse_usage_record(item, now)
+        except IngestError as exc:
+            errors.append({"index": index, "fields": exc.fields})
+            continue
+        if services.recorder.record(event):
+            accepted += 1
+        else:
+            errors.append({"index": index, "fields": [{"field": "body", "message": "queue full"}]})
+    return {"accepted": accepted, "rejected": len(errors), "errors": errors}
+
+
+_UNPARSABLE = object()

@@ -1,0 +1,154 @@
+"""Turning a usage record posted by an external gateway (the seed's body) into a UsageEvent.
+Pure; raises IngestError listing every bad field, so a batch can report each item's problems.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tokenmanager.usage.events import UsageEvent, uuid7
+
+SEED_FIELDS = frozenset(
+    {
+        "token_hash", "route", "timestamp", "response_status", "response_time_ms", "ip_address",
+        "user_agent", "request_method", "error_message", "event_id",
+    }
+)  # fmt: skip
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+MAX_RESPONSE_TIME_MS = 24 * 3600 * 1000
+# Seconds since 1970 stay below this until the year 5138; milliseconds passed it in 1973.
+_MILLISECONDS_FROM = 100_000_000_000
+_HASH = re.compile(r"[0-9a-fA-F]{64}")
+_METHOD = re.compile(r"[A-Za-z]{1,10}")
+_LIMITS = {"route": 255, "user_agent": 4096, "error_message": 4096}
+
+
+class IngestError(ValueError):
+    def __init__(self, fields: list[dict[str, str]]) -> None:
+        super().__init__("; ".join(f"{f['field']}: {f['message']}" for f in fields))
+        self.fields = fields
+
+
+@dataclass(frozen=True, slots=True)
+class _Problems:
+    items: list[dict[str, str]]
+
+    def add(self, field: str, message: str) -> None:
+        self.items.append({"field": field, "message": message})
+
+
+def parse_timestamp(value: Any, now: datetime) -> datetime:
+    """Seconds or milliseconds since the epoch (number or digit string) or ISO-8601 (naive
+    means UTC). ValueError outside 2000-01-01 .. now + 5 minutes."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number or an ISO-8601 string")
+    if isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)?", value.strip()):
+        value = float(value)
+    if isinstance(value, int | float):
+        seconds = value / 1000 if value >= _MILLISECONDS_FROM else value
+        try:
+            moment = datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError("is out of range") from None
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError("is neither epoch seconds/milliseconds nor ISO-8601") from None
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    else:
+        raise ValueError("must be a number or an ISO-8601 string")
+    if moment < EARLIEST:
+        raise ValueError("is before 2000-01-01")
+    if moment > now + MAX_CLOCK_SKEW:
+        raise ValueError("is in the future")
+    return moment
+
+
+def _optional_int(
+    problems: _Problems, record: dict[str, Any], field: str, low: int, high: int
+) -> int | None:
+    value = record.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        problems.add(field, "must be an integer")
+        return None
+    if not low <= value <= high:
+        problems.add(field, f"must be between {low} and {high}")
+        return None
+    return int(value)
+
+
+def _optional_text(problems: _Problems, record: dict[str, Any], field: str) -> str | None:
+    value = record.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        problems.add(field, "must be a string")
+        return None
+    limit = _LIMITS.get(field)
+    if limit is not None and len(value) > limit:
+        problems.add(field, f"must be at most {limit} characters")
+        return None
+    return value
+
+
+def parse_usage_record(record: Any, now: datetime) -> UsageEvent:
+    """The event for one posted record; IngestError naming each bad field."""
+    if not isinstance(record, dict):
+        raise IngestError([{"field": "body", "message": "must be a JSON object"}])
+    problems = _Problems([])
+    for unknown in sorted(set(record) - SEED_FIELDS):
+        problems.add(unknown, "unknown field")
+    token_hash = record.get("token_hash")
+    if not isinstance(token_hash, str) or not _HASH.fullmatch(token_hash):
+        problems.add("token_hash", "must be the token's SHA-256 as 64 hexadecimal characters")
+    used_at = now
+    if record.get("timestamp") is not None:
+        try:
+            used_at = parse_timestamp(record["timestamp"], now)
+        except ValueError as exc:
+            problems.add("timestamp", str(exc))
+    status = _optional_int(problems, record, "response_status", 100, 599)
+    latency = _optional_int(problems, record, "response_time_ms", 0, MAX_RESPONSE_TIME_MS)
+    route = _optional_text(problems, record, "route")
+    user_agent = _optional_text(problems, record, "user_agent")
+    error_message = _optional_text(problems, record, "error_message")
+    ip_address = _optional_text(problems, record, "ip_address")
+    if ip_address is not None:
+        try:
+            ip_address = str(ipaddress.ip_address(ip_address))
+        except ValueError:
+            problems.add("ip_address", "must be an IPv4 or IPv6 address")
+    method = _optional_text(problems, record, "request_method")
+    if method is not None and not _METHOD.fullmatch(method):
+        problems.add("request_method", "must be an HTTP method such as GET or POST")
+    event_id = record.get("event_id")
+    if event_id is not None:
+        try:
+            event_id = str(uuid.UUID(str(event_id)))
+        except ValueError:
+            problems.add("event_id", "must be a UUID")
+    if problems.items:
+        raise IngestError(problems.items)
+    assert isinstance(token_hash, str)
+    return UsageEvent(
+        token_hash=token_hash.lower(),
+        route_path=route,
+        used_at=used_at,
+        response_status=status,
+        response_time_ms=latency,
+        event_id=event_id or uuid7(),
+        ip_address=ip_address,
+        user_agent=user_agent,
+        request_method=method.upper() if method else None,
+        error_message=error_message,
+        source="ingest",
+    )
