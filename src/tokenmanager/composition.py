@@ -28,6 +28,7 @@ from tokenmanager.tokens.service import TokenService
 from tokenmanager.usage.events import UsageEvent
 from tokenmanager.usage.recorder import UsageRecorder
 from tokenmanager.usage.spool import Spool
+from tokenmanager.usage.upkeep import UsageUpkeep
 from tokenmanager.users.passwords import Passwords
 from tokenmanager.users.service import UserService
 
@@ -45,6 +46,7 @@ class Services:
     audit: AuditService
     analytics: AnalyticsService
     recorder: UsageRecorder
+    upkeep: UsageUpkeep
     redis: Any | None = None
 
     async def close(self) -> None:
@@ -93,6 +95,11 @@ def build_services(settings: Settings) -> Services:
         audit=AuditService(database),
         analytics=AnalyticsService(database),
         recorder=build_recorder(settings, database, build_spool(settings)),
+        upkeep=UsageUpkeep(
+            database,
+            raw_days=settings.retention_raw_days,
+            rollup_days=settings.retention_rollup_days,
+        ),
         redis=redis,
     )
 

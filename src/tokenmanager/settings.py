@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     ingest_max_batch_bytes: int = Field(
         default=10 * 1024 * 1024, gt=0, description="Largest batch post body (else 413)."
     )
+    retention_raw_days: int = Field(
+        default=30, ge=1, description="Days raw usage rows are kept (rollups keep the figures)."
+    )
+    retention_rollup_days: int = Field(
+        default=400, ge=1, description="Days hourly and daily rollup rows are kept."
+    )
     # Usage recorder
     usage_flush_interval_s: float = Field(
         default=0.2, gt=0, le=10, description="Longest time an event waits before it is written."

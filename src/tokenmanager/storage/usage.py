@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tokenmanager.storage.schema import token_usage_logs, tokens, usage_daily, usage_hourly
 from tokenmanager.usage.events import UsageEvent
 from tokenmanager.usage.histogram import BUCKET_COLUMNS
-from tokenmanager.usage.rollup import build_rollup
+from tokenmanager.usage.rollup import RollupKey, RollupRow, build_rollup
 
 _EVENT_COLUMNS = (
     "event_id", "token_hash", "token_id", "route_path", "used_at", "response_status",
@@ -94,12 +94,19 @@ async def _update_last_used(connection: AsyncConnection, events: Sequence[UsageE
 
 
 async def _add_to_rollup(connection: AsyncConnection, events: Sequence[UsageEvent]) -> None:
-    for table, period in ((usage_hourly, "hour"), (usage_daily, "day")):
-        # Sorted keys: concurrent writers lock rollup rows in one order and cannot deadlock.
-        rollup = sorted(build_rollup(events, period).items())
-        rows = [row.as_values(key, period) for key, row in rollup]
-        if rows:
-            await connection.execute(_rollup_upsert(connection, table, period), rows)
+    for period in ("hour", "day"):
+        await write_rollup(connection, build_rollup(events, period), period)
+
+
+async def write_rollup(
+    connection: AsyncConnection, rollup: dict[RollupKey, RollupRow], period: str
+) -> None:
+    """Add rollup rows to the stored ones (upsert) in the hourly or daily table."""
+    table = usage_hourly if period == "hour" else usage_daily
+    # Sorted keys: concurrent writers lock rollup rows in one order and cannot deadlock.
+    rows = [row.as_values(key, period) for key, row in sorted(rollup.items())]
+    if rows:
+        await connection.execute(_rollup_upsert(connection, table, period), rows)
 
 
 def _rollup_upsert(connection: AsyncConnection, table: sa.Table, period: str) -> Any:

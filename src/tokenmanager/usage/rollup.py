@@ -64,19 +64,23 @@ class RollupRow:
         }
 
 
+def fold_event(rows: dict[RollupKey, RollupRow], event: UsageEvent, period: str) -> None:
+    """Add one event to the rollup rows being built."""
+    key = (
+        PERIOD_STARTS[period](event.used_at),
+        event.token_hash,
+        event.route_path or "",
+        event.status_class,
+    )
+    row = rows.get(key)
+    if row is None:
+        row = rows[key] = RollupRow()
+    row.add(event)
+
+
 def build_rollup(events: Iterable[UsageEvent], period: str = "hour") -> dict[RollupKey, RollupRow]:
     """Events folded by (period start, token hash, route, status class); period: hour or day."""
-    period_start = PERIOD_STARTS[period]
     rows: dict[RollupKey, RollupRow] = {}
     for event in events:
-        key = (
-            period_start(event.used_at),
-            event.token_hash,
-            event.route_path or "",
-            event.status_class,
-        )
-        row = rows.get(key)
-        if row is None:
-            row = rows[key] = RollupRow()
-        row.add(event)
+        fold_event(rows, event, period)
     return rows
