@@ -1,0 +1,1 @@
+"""The web dashboard: server-rendered pages, their .json twins and the static files."""
