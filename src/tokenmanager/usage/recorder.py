@@ -5,7 +5,8 @@
                                         replay task <-'  (backoff; idempotent on event_id)
 
 `record` never blocks the caller. Policies, each counted in metrics: a full queue drops the new
-event (reason "queue_full"); a full spool drops the batch (reason "spool_full"). `stop` drains
+event (reason "queue_full"); a full spool drops the batch (reason "spool_full"), and so does a
+spool that cannot be written at all (reason "spool_error"). `stop` drains
 the queue to the store or, failing that, the spool.
 """
 
@@ -38,7 +39,9 @@ class RecorderStats:
     spooled: int = 0
     replayed: int = 0
     store_failures: int = 0
-    dropped: dict[str, int] = field(default_factory=lambda: {"queue_full": 0, "spool_full": 0})
+    dropped: dict[str, int] = field(
+        default_factory=lambda: {"queue_full": 0, "spool_full": 0, "spool_error": 0}
+    )
 
 
 class UsageRecorder:
@@ -59,9 +62,11 @@ class UsageRecorder:
         # Events the writer took from the queue and has not stored or spooled yet: `stop`
         # cancels the writer, possibly mid-batch, and must not lose them.
         self._in_hand: list[UsageEvent] = []
+        self._writes: set[asyncio.Future[int]] = set()  # store writes under way
         self._writer: asyncio.Task[None] | None = None
         self._replayer: asyncio.Task[None] | None = None
         self._spool_has_data = asyncio.Event()
+        self._batch_full = asyncio.Event()
         self._last_drop_log = 0.0
         self.stats = RecorderStats()
 
@@ -77,6 +82,8 @@ class UsageRecorder:
             self._count_drop("queue_full", 1)
             return False
         self.stats.recorded += 1
+        if self._queue.qsize() >= self._batch_size:
+            self._batch_full.set()
         return True
 
     async def start(self) -> None:
@@ -88,14 +95,17 @@ class UsageRecorder:
     async def stop(self) -> None:
         """Drain the queue to the store (or the spool) and stop the background tasks.
 
-        A batch whose write was cut short by the stop is written again; the store ignores the
-        event_ids it already has, so no event is lost or counted twice there.
+        Store writes under way are finished, not cut short. The writer's batch is then written
+        again (or spooled): the store ignores the event_ids it already has, so no event is lost
+        or counted twice there.
         """
         for task in (self._writer, self._replayer):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
         in_hand, self._in_hand = self._in_hand, []
         await self._flush(in_hand)
         while not self._queue.empty():
@@ -119,16 +129,14 @@ class UsageRecorder:
     async def _write_loop(self) -> None:
         while True:
             self._in_hand = batch = [await self._queue.get()]
-            deadline = time.monotonic() + self._flush_interval_s
-            while len(batch) < self._batch_size:
-                batch.extend(self._take_ready(self._batch_size - len(batch)))
-                remaining = deadline - time.monotonic()
-                if len(batch) >= self._batch_size or remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
+            if self._queue.qsize() + 1 < self._batch_size:
+                # One timer per batch, not a wake-up per event: wait out the flush interval
+                # unless `record` reports a full batch first.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._flush_interval_s):
+                        await self._batch_full.wait()
+            self._batch_full.clear()
+            batch.extend(self._take_ready(self._batch_size - 1))
             await self._flush(batch)
             self._in_hand = []
 
@@ -136,7 +144,7 @@ class UsageRecorder:
         if not batch:
             return
         try:
-            await self._write_batch(batch)
+            await self._store(batch)
             self.stats.written += len(batch)
             return
         except Exception as exc:  # noqa: BLE001 - any store failure sends the batch to the spool
@@ -148,6 +156,11 @@ class UsageRecorder:
             await asyncio.to_thread(self._spool.append, batch)
         except SpoolFullError:
             self._count_drop("spool_full", len(batch))
+            return
+        except OSError as exc:
+            # Disk full, permissions: the writer must live on, so the batch is dropped, counted.
+            logger.error("cannot write the usage spool (%s)", exc.strerror or type(exc).__name__)
+            self._count_drop("spool_error", len(batch))
             return
         self.stats.spooled += len(batch)
         self._spool_has_data.set()
@@ -171,7 +184,7 @@ class UsageRecorder:
         for segment in segments:
             try:
                 for start in range(0, len(segment.events), self._batch_size):
-                    await self._write_batch(segment.events[start : start + self._batch_size])
+                    await self._store(segment.events[start : start + self._batch_size])
             except Exception as exc:  # noqa: BLE001
                 logger.info(
                     "spool replay deferred: store still unavailable (%s)", type(exc).__name__
@@ -180,6 +193,16 @@ class UsageRecorder:
             await asyncio.to_thread(self._spool.remove, segment)
             self.stats.replayed += len(segment.events)
         return True
+
+    async def _store(self, events: Sequence[UsageEvent]) -> int:
+        """`write_batch`, shielded from cancellation: `stop` waits for a write under way instead
+        of cutting it short. A database call cancelled half-way can leave its connection
+        unusable and, on SQLite, its worker thread alive, which keeps the process from exiting.
+        """
+        write = asyncio.ensure_future(self._write_batch(events))
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
+        return await asyncio.shield(write)
 
     def _count_drop(self, reason: str, count: int) -> None:
         self.stats.dropped[reason] += count
