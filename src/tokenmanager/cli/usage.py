@@ -58,7 +58,9 @@ def export(
     since: SinceOption = None,
     until: UntilOption = None,
     team: Annotated[str | None, typer.Option(help="Only this team's usage.")] = None,
-    route: Annotated[str | None, typer.Option(help="Only this route prefix.")] = None,
+    route: Annotated[
+        str | None, typer.Option(help="Only this route, by its path prefix (e.g. /api/openai).")
+    ] = None,
     token: Annotated[int | None, typer.Option(help="Only this token id.")] = None,
 ) -> None:
     """Write raw usage records to a file, streamed, with a progress bar."""
