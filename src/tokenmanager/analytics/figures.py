@@ -66,5 +66,6 @@ class Totals:
             "p50_response_time": self.percentile(0.50),
             "p95_response_time": self.percentile(0.95),
             "p99_response_time": self.percentile(0.99),
-            "max_response_time": self.max_latency_ms if self.calls else None,
+            # Calls without a latency leave max_latency_ms at 0: that is no latency, not 0 ms.
+            "max_response_time": self.max_latency_ms if self.timed_calls else None,
         }

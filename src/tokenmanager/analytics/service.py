@@ -73,10 +73,12 @@ class AnalyticsService:
         now = utcnow()
         async with self._db.read() as connection:
             totals = await analytics_sql.read_totals(connection, window, where)
-            unique_hashes, used_token_ids = await analytics_sql.read_distinct_tokens(
+            unique_tokens, used_token_ids = await analytics_sql.read_distinct_tokens(
                 connection, window, where
             )
-            active_tokens = await analytics_sql.count_active_tokens(connection, now, where.team_ids)
+            idle_tokens = await analytics_sql.count_active_tokens(
+                connection, now, where.team_ids, unused_in=window
+            )
             series = await self._series(connection, window, where, bucket)
             top_tokens = await self._top_tokens(connection, window, where, TOP_LIMIT)
             top_routes = await analytics_sql.read_grouped(
@@ -91,9 +93,9 @@ class AnalyticsService:
                 "success_rate": totals.success_rate,
                 "error_rate": totals.error_rate,
                 **totals.latency_summary(),
-                "unique_tokens": unique_hashes,
+                "unique_tokens": unique_tokens,
                 "active_tokens": used_token_ids,
-                "idle_tokens": max(active_tokens - used_token_ids, 0),
+                "idle_tokens": idle_tokens,
                 "bytes_in": totals.bytes_in,
                 "bytes_out": totals.bytes_out,
             },
@@ -109,7 +111,11 @@ class AnalyticsService:
 
         The key stays `hour` as in the seed; with bucket=day it holds the day's start.
         """
-        grouped = await analytics_sql.read_grouped(connection, window, where, ("period",))
+        # An hourly series reads hourly rows only: a daily row's period is its midnight, which
+        # would land the whole day's calls on the midnight hour.
+        grouped = await analytics_sql.read_grouped(
+            connection, window, where, ("period",), hourly_only=bucket == "hour"
+        )
         by_start: dict[datetime, Totals] = {}
         fold = day_of if bucket == "day" else (lambda moment: moment)
         for (period,), figures in grouped:
@@ -293,7 +299,8 @@ class AnalyticsService:
     async def idle_tokens(
         self, actor: Actor, days: int, *, team_id: str | None = None
     ) -> dict[str, Any]:
-        """Revoke candidates: active tokens unused for `days` days, or never used."""
+        """Revoke candidates: active tokens older than `days` days that were not used in the
+        last `days` days (never used, or last used before then)."""
         now = utcnow()
         cutoff = now - timedelta(days=days)
         async with self._db.read() as connection:

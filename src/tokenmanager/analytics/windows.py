@@ -9,7 +9,7 @@ edge (`split_by_day`), which gives the same sums with far fewer rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from tokenmanager.usage.rollup import day_of, hour_of
 
@@ -38,9 +38,13 @@ def build_window(
     default: str = "24h",
 ) -> Window:
     """ValueError (naming the parameter) for an unknown window, since >= until, or a span longer
-    than MAX_SPAN. `window` and explicit bounds cannot be combined."""
+    than MAX_SPAN. `window` and explicit bounds cannot be combined. Naive bounds are UTC; the
+    window's bounds are always aware UTC."""
     if window is not None and (since is not None or until is not None):
         raise ValueError("window: give either window or since/until, not both")
+    now = _as_utc(now)
+    since = _as_utc(since) if since is not None else None
+    until = _as_utc(until) if until is not None else None
     end = _ceil_hour(until) if until is not None else hour_of(now) + HOUR
     if since is not None:
         start = hour_of(since)
@@ -54,6 +58,11 @@ def build_window(
     if end - start > MAX_SPAN:
         raise ValueError(f"since: the window may span at most {MAX_SPAN.days} days")
     return Window(start, end)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """UTC, so that whole hours and days are the rollup's (a +05:30 hour starts at :30 UTC)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _ceil_hour(moment: datetime) -> datetime:

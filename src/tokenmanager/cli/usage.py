@@ -134,15 +134,9 @@ def rebuild(since: SinceOption = None, until: UntilOption = None) -> None:
 
     async def body() -> int:
         async with open_services() as services:
-            async with services.database.read() as connection:
-                first, last = await maintenance.raw_span(connection)
-            if first is None or last is None:
-                return 0
-            start, end = _utc(since) or first, _utc(until) or last
+            days = await services.upkeep.days_to_rebuild(_utc(since), _utc(until))
             with _progress() as progress:
-                task = progress.add_task(
-                    "rebuilding days", total=services.upkeep.days_between(start, end)
-                )
+                task = progress.add_task("rebuilding days", total=len(days))
                 return await services.upkeep.rebuild(
                     _utc(since), _utc(until), on_day=lambda day, count: progress.advance(task)
                 )

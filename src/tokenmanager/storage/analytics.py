@@ -20,8 +20,14 @@ from tokenmanager.usage.histogram import BUCKET_COLUMNS
 
 _KEY_COLUMNS = ("token_hash", "token_id", "route_path", "status_class")
 _SUMMED = ("calls", "errors", "sum_latency_ms", "bytes_in", "bytes_out", *BUCKET_COLUMNS)
+# UsageEvent.is_error, as the rollup counts errors; the partial error indexes use the same.
 _IS_ERROR = sa.or_(
-    token_usage_logs.c.response_status >= 400, token_usage_logs.c.failure_kind.is_not(None)
+    token_usage_logs.c.response_status >= 400,
+    token_usage_logs.c.failure_kind.is_not(None),
+    sa.and_(
+        token_usage_logs.c.response_status.is_(None),
+        token_usage_logs.c.error_message.is_not(None),
+    ),
 )
 
 
@@ -108,14 +114,16 @@ async def read_grouped(
 async def read_distinct_tokens(
     connection: AsyncConnection, window: Window, where: UsageFilter
 ) -> tuple[int, int]:
-    """(distinct token hashes, distinct known token ids) with calls in the window."""
+    """(distinct tokens, distinct known token ids) with calls in the window. A token counts
+    once under all its hashes (a rotated token has two); each unknown hash counts as one."""
     source = rollup_source(window, where)
+    unknown_hash = sa.case((source.c.token_id.is_(None), source.c.token_hash))
     query = sa.select(
-        sa.func.count(sa.distinct(source.c.token_hash)),
+        sa.func.count(sa.distinct(unknown_hash)),
         sa.func.count(sa.distinct(source.c.token_id)),
     )
-    hashes, ids = (await connection.execute(query)).one()
-    return int(hashes), int(ids)
+    unknown_hashes, ids = (await connection.execute(query)).one()
+    return int(unknown_hashes) + int(ids), int(ids)
 
 
 async def read_token_names(
@@ -131,9 +139,14 @@ async def read_token_names(
 
 
 async def count_active_tokens(
-    connection: AsyncConnection, now: datetime, team_ids: Collection[str] | None
+    connection: AsyncConnection,
+    now: datetime,
+    team_ids: Collection[str] | None,
+    *,
+    unused_in: Window | None = None,
 ) -> int:
-    """Tokens that are neither revoked nor expired."""
+    """Tokens that are neither revoked nor expired; with `unused_in`, only those without a call
+    in that window (a revoked or expired token's calls do not make an active one busy)."""
     query = (
         sa.select(sa.func.count())
         .select_from(tokens)
@@ -144,6 +157,10 @@ async def count_active_tokens(
     )
     if team_ids is not None:
         query = query.where(tokens.c.team_id.in_(list(team_ids)))
+    if unused_in is not None:
+        source = rollup_source(unused_in, UsageFilter(team_ids=team_ids))
+        used = sa.select(source.c.token_id).where(source.c.token_id.is_not(None))
+        query = query.where(tokens.c.id.not_in(used))
     return int((await connection.execute(query)).scalar_one())
 
 

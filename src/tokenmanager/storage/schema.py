@@ -143,7 +143,11 @@ change_feed = sa.Table(
     sa.Column("key", sa.String(64), nullable=False),
 )
 
-_IS_ERROR = sa.text("response_status >= 400 OR failure_kind IS NOT NULL")
+# UsageEvent.is_error as SQL (migration 0004): 4xx, 5xx, a failure, or no status but a message.
+_IS_ERROR = sa.text(
+    "response_status >= 400 OR failure_kind IS NOT NULL "
+    "OR (response_status IS NULL AND error_message IS NOT NULL)"
+)
 
 # The seed's table, column names unchanged, plus what the product needs. The seed's single-column
 # token_hash index is left out: the composite index's leading column serves the same lookups.

@@ -79,7 +79,6 @@ async def _insert_new_rows(connection: AsyncConnection, events: list[UsageEvent]
     return list((await connection.execute(statement, rows)).scalars())
 
 
-_STAGING_READY = "tokenmanager_usage_staging"
 _STAGING_COLUMNS = ", ".join(_EVENT_COLUMNS)
 
 
@@ -87,14 +86,21 @@ async def _copy_new_rows(connection: AsyncConnection, events: list[UsageEvent]) 
     """PostgreSQL: COPY the batch into a session-private staging table, then move the rows
     whose event_id is new with one INSERT … SELECT. COPY skips per-row statement work, which
     is most of the client's cost."""
+    # SQLAlchemy's asyncpg adapter sends BEGIN lazily, with the first statement it runs. When
+    # every event already carries its token id no statement has run yet, and the driver calls
+    # below would each commit on their own: ON COMMIT DELETE ROWS would empty the staging table
+    # before the INSERT reads it, losing the batch without an error.
+    await connection.execute(sa.text("SELECT 1"))
     fairy = await connection.get_raw_connection()
     driver: Any = fairy.driver_connection
-    if not fairy.info.get(_STAGING_READY):
-        await driver.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS tm_usage_staging ON COMMIT DELETE ROWS AS "  # noqa: S608 - fixed names
-            f"SELECT {_STAGING_COLUMNS} FROM token_usage_logs WITH NO DATA"
-        )
-        fairy.info[_STAGING_READY] = True
+    # Made sure of in every batch's own transaction, in the round trip that empties it: a
+    # "created" flag kept on the connection would outlive a rolled-back transaction that
+    # created the table, and every later batch on that connection would fail.
+    await driver.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS tm_usage_staging ON COMMIT DELETE ROWS AS "  # noqa: S608 - fixed names
+        f"SELECT {_STAGING_COLUMNS} FROM token_usage_logs WITH NO DATA; "
+        "TRUNCATE tm_usage_staging"
+    )
     await driver.copy_records_to_table(
         "tm_usage_staging",
         columns=_EVENT_COLUMNS,
@@ -113,7 +119,6 @@ async def _copy_new_rows(connection: AsyncConnection, events: list[UsageEvent]) 
         f"SELECT {_STAGING_COLUMNS} FROM tm_usage_staging "
         "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
     )
-    await driver.execute("TRUNCATE tm_usage_staging")
     return [row["event_id"] for row in rows]
 
 
@@ -149,9 +154,85 @@ async def write_rollup(
     """Add rollup rows to the stored ones (upsert) in the hourly or daily table."""
     table = usage_hourly if period == "hour" else usage_daily
     # Sorted keys: concurrent writers lock rollup rows in one order and cannot deadlock.
-    rows = [row.as_values(key, period) for key, row in sorted(rollup.items())]
-    if rows:
-        await connection.execute(_rollup_upsert(connection, table, period), rows)
+    items = sorted(rollup.items())
+    if not items:
+        return
+    if connection.dialect.name == "postgresql":
+        await _upsert_rollup_arrays(connection, table, period, items)
+        return
+    rows = [row.as_values(key, period) for key, row in items]
+    await connection.execute(_rollup_upsert(connection, table, period), rows)
+
+
+_ROLLUP_ADDITIVE = ("calls", "errors", "sum_latency_ms", "bytes_in", "bytes_out", *BUCKET_COLUMNS)
+_ROLLUP_ARRAY_TYPES = {
+    # column: PostgreSQL array element type, in the order the rows are sent
+    "token_hash": "varchar", "route_path": "varchar", "status_class": "smallint",
+    "token_id": "integer", "calls": "bigint", "errors": "bigint", "sum_latency_ms": "bigint",
+    "max_latency_ms": "integer", "bytes_in": "bigint", "bytes_out": "bigint",
+    **{name: "bigint" for name in BUCKET_COLUMNS},
+}  # fmt: skip
+
+
+def _rollup_array_sql(table: sa.Table, period: str) -> str:
+    """One INSERT … SELECT FROM unnest(column arrays) ON CONFLICT DO UPDATE for the whole batch:
+    one statement instead of one per rollup row (the same sums, greatest and coalesce as
+    `_rollup_upsert`). unnest keeps the arrays' order, so rows are still locked in key order."""
+    columns = (period, *_ROLLUP_ARRAY_TYPES)
+    arrays = ", ".join(
+        f"${index}::{kind}[]"
+        for index, kind in enumerate(("timestamp", *_ROLLUP_ARRAY_TYPES.values()), start=1)
+    )
+    name = table.name
+    updates = [f"{c} = {name}.{c} + EXCLUDED.{c}" for c in _ROLLUP_ADDITIVE]
+    updates.append(f"max_latency_ms = GREATEST({name}.max_latency_ms, EXCLUDED.max_latency_ms)")
+    updates.append(f"token_id = COALESCE({name}.token_id, EXCLUDED.token_id)")
+    return (
+        f"INSERT INTO {name} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "  # noqa: S608 - fixed names
+        f"ON CONFLICT ({period}, token_hash, route_path, status_class) "
+        f"DO UPDATE SET {', '.join(updates)}"
+    )
+
+
+_ROLLUP_ARRAY_SQL = {
+    "hour": _rollup_array_sql(usage_hourly, "hour"),
+    "day": _rollup_array_sql(usage_daily, "day"),
+}
+
+
+async def _upsert_rollup_arrays(
+    connection: AsyncConnection,
+    table: sa.Table,
+    period: str,
+    items: list[tuple[RollupKey, RollupRow]],
+) -> None:
+    """PostgreSQL: the batch's rollup rows as one array per column, in one statement. Row by
+    row (executemany) costs a statement execution per rollup row, and a batch of 1000 events
+    makes hundreds of them in each of the two rollup tables."""
+    starts, hashes, paths, classes, token_ids = [], [], [], [], []
+    measures: list[list[int]] = [[] for _ in range(6)]
+    buckets: list[list[int]] = [[] for _ in BUCKET_COLUMNS]
+    for (start, token_hash, route_path, status_class), row in items:
+        # As the UTCDateTime column type binds it: naive UTC.
+        starts.append(start.astimezone(UTC).replace(tzinfo=None) if start.tzinfo else start)
+        hashes.append(token_hash)
+        paths.append(route_path)
+        classes.append(status_class)
+        token_ids.append(row.token_id)
+        for values, value in zip(
+            measures,
+            (row.calls, row.errors, row.sum_latency_ms, row.max_latency_ms,
+             row.bytes_in, row.bytes_out),
+            strict=True,
+        ):  # fmt: skip
+            values.append(value)
+        for values, value in zip(buckets, row.buckets, strict=True):
+            values.append(value)
+    fairy = await connection.get_raw_connection()
+    driver: Any = fairy.driver_connection
+    await driver.execute(
+        _ROLLUP_ARRAY_SQL[period], starts, hashes, paths, classes, token_ids, *measures, *buckets
+    )
 
 
 def _rollup_upsert(connection: AsyncConnection, table: sa.Table, period: str) -> Any:

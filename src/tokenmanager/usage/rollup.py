@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from tokenmanager.usage.events import UsageEvent
 from tokenmanager.usage.histogram import BUCKET_COLUMNS, bucket_index
@@ -66,8 +66,12 @@ class RollupRow:
 
 def fold_event(rows: dict[RollupKey, RollupRow], event: UsageEvent, period: str) -> None:
     """Add one event to the rollup rows being built."""
+    used_at = event.used_at
+    # Periods are UTC hours and days: in another zone, day_of() would give a local midnight
+    # (and hour_of() a :30 for +05:30). Naive times are UTC, as the database stores them.
+    used_at = used_at.replace(tzinfo=UTC) if used_at.tzinfo is None else used_at.astimezone(UTC)
     key = (
-        PERIOD_STARTS[period](event.used_at),
+        PERIOD_STARTS[period](used_at),
         event.token_hash,
         event.route_path or "",
         event.status_class,

@@ -42,33 +42,42 @@ class UsageUpkeep:
         )
         return PruneResult(raw, rollup)
 
+    async def days_to_rebuild(
+        self, since: datetime | None = None, until: datetime | None = None
+    ) -> list[datetime]:
+        """The UTC days `rebuild` would recompute: those with raw rows in [since, until), and
+        only days wholly inside the raw retention (an older day's raw rows may be gone, or
+        partly gone, and its rollup is all that is left of it)."""
+        async with self._db.read() as connection:
+            first, last = await maintenance.raw_span(connection)
+        if first is None or last is None:
+            return []
+        raw_cutoff = utcnow() - timedelta(days=self._raw_days)
+        first_whole_day = day_of(raw_cutoff - timedelta(microseconds=1)) + timedelta(days=1)
+        day = max(day_of(since or first), first_whole_day)
+        end = day_of(until - timedelta(microseconds=1)) if until else day_of(last)
+        days = []
+        while day <= end:
+            days.append(day)
+            day += timedelta(days=1)
+        return days
+
     async def rebuild(
         self,
         since: datetime | None = None,
         until: datetime | None = None,
         on_day: Callable[[datetime, int], None] | None = None,
     ) -> int:
-        """Recompute the rollups of whole UTC days from the raw rows (default: every day that
-        has raw rows). Days outside the raw retention keep their rollups. Returns rows read."""
-        async with self._db.read() as connection:
-            first, last = await maintenance.raw_span(connection)
-        if first is None or last is None:
-            return 0
-        start = day_of(since or first)
-        end = day_of(until - timedelta(microseconds=1)) if until else day_of(last)
+        """Recompute the rollups of `days_to_rebuild` from the raw rows, one transaction per
+        day. Returns the raw rows read."""
         total = 0
-        day = start
-        while day <= end:
+        for day in await self.days_to_rebuild(since, until):
             async with self._db.write() as connection:
                 count = await maintenance.rebuild_rollup_day(connection, day)
             total += count
             if on_day is not None:
                 on_day(day, count)
-            day += timedelta(days=1)
         return total
-
-    def days_between(self, since: datetime, until: datetime) -> int:
-        return (day_of(until) - day_of(since)).days + 1
 
     async def prune_periodically(self, interval_s: float = PRUNE_INTERVAL_S) -> None:
         """Run forever (a control-plane background task); failures are logged and retried."""
