@@ -61,6 +61,16 @@ class AnalyticsService:
             raise NotFoundError("token not found")
         return token
 
+    async def _filter(
+        self, actor: Actor, team_id: str | None, route_path: str | None, token_id: int | None
+    ) -> UsageFilter:
+        """The drill-down filter; NotFoundError for a team or token the actor cannot see."""
+        if token_id is not None:
+            await self._visible_token(actor, token_id)
+        return UsageFilter(
+            team_ids=self._team_scope(actor, team_id), route_path=route_path, token_id=token_id
+        )
+
     # -- /api/usage/stats ----------------------------------------------------------------
 
     async def stats(
@@ -256,11 +266,7 @@ class AnalyticsService:
         token_id: int | None = None,
         limit: int = 50,
     ) -> dict[str, Any]:
-        if token_id is not None:
-            await self._visible_token(actor, token_id)
-        where = UsageFilter(
-            team_ids=self._team_scope(actor, team_id), route_path=route_path, token_id=token_id
-        )
+        where = await self._filter(actor, team_id, route_path, token_id)
         async with self._db.read() as connection:
             totals = await analytics_sql.read_totals(connection, window, where)
             breakdown = await analytics_sql.read_error_breakdown(connection, window, where)
@@ -285,11 +291,7 @@ class AnalyticsService:
         min_response_time_ms: int = 0,
         limit: int = 50,
     ) -> dict[str, Any]:
-        if token_id is not None:
-            await self._visible_token(actor, token_id)
-        where = UsageFilter(
-            team_ids=self._team_scope(actor, team_id), route_path=route_path, token_id=token_id
-        )
+        where = await self._filter(actor, team_id, route_path, token_id)
         async with self._db.read() as connection:
             rows = await analytics_sql.read_slow_calls(
                 connection, window, where, min_response_time_ms=min_response_time_ms, limit=limit
@@ -340,11 +342,7 @@ class AnalyticsService:
         token_id: int | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Every raw record in the window, oldest first, streamed from the database."""
-        if token_id is not None:
-            await self._visible_token(actor, token_id)
-        where = UsageFilter(
-            team_ids=self._team_scope(actor, team_id), route_path=route_path, token_id=token_id
-        )
+        where = await self._filter(actor, team_id, route_path, token_id)
         async with self._db.read() as connection:
             async for row in analytics_sql.stream_usage_rows(connection, window, where):
                 yield _raw_record(row)
