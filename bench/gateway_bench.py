@@ -297,8 +297,10 @@ def write_report(
     out: Path, duration_s: int, results: dict[str, dict[int, dict[str, float]]], stream: dict[str, float]
 ) -> None:
     lines = [
-        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
-        f"wrk -t1, {duration_s} s per cell after a 2 s warm-up, one worker process per target.",
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores "
+        f"(load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}: other work "
+        f"shares the machine), wrk -t1, {duration_s} s per cell after a 2 s warm-up, one worker "
+        "process per target.",
         "",
         "| target | c | req/s | p50 ms | p99 ms | CPU µs/req | non-2xx |",
         "|---|---:|---:|---:|---:|---:|---:|",
