@@ -1,4 +1,4 @@
-"""Usage ingestion and analytics benchmark on PostgreSQL: the product against raw baselines, in one run.
+"""Usage ingestion and analytics benchmark on PostgreSQL: the product beside raw baselines, one run.
 
 Method (every step in one process, one run, on a throw-away database it creates and drops):
 
@@ -13,7 +13,7 @@ Method (every step in one process, one run, on a throw-away database it creates 
       raw COPY      one COPY of all sample rows into a scratch copy of token_usage_logs
                     (`CREATE TABLE … (LIKE token_usage_logs INCLUDING ALL)`: same columns, same
                     indexes), one transaction
-      COPY ×batch   the same, one COPY and one transaction per 1000 rows (the recorder's batch)
+      COPY xbatch   the same, one COPY and one transaction per 1000 rows (the recorder's batch)
       product       a real `UsageRecorder` from `build_recorder` (default batch size), writing
                     through `insert_usage_events` into the real table: staging COPY, INSERT …
                     SELECT ON CONFLICT, tokens.last_used, hourly and daily rollup upserts. The
@@ -76,14 +76,27 @@ ADMIN_USER = "bench-admin"
 ADMIN_PASSWORD = "bench-Admin-passw0rd-long-enough"  # noqa: S105 - a throw-away database
 # (path, median latency ms, lognormal sigma, popularity weight)
 ROUTES = (
-    ("/api/openai", 850, 0.55, 30), ("/api/anthropic", 1200, 0.5, 22), ("/api/embeddings", 90, 0.4, 18),
-    ("/api/search", 140, 0.6, 12), ("/api/translate", 380, 0.45, 9), ("/api/moderation", 60, 0.35, 8),
-    ("/api/vision", 1600, 0.5, 6), ("/api/speech", 2200, 0.45, 5), ("/api/rerank", 70, 0.4, 5),
-    ("/api/summarize", 950, 0.5, 4), ("/api/classify", 45, 0.35, 4), ("/api/geocode", 110, 0.5, 3),
-    ("/api/weather", 160, 0.55, 3), ("/api/payments", 320, 0.4, 2), ("/api/sms", 260, 0.6, 2),
-    ("/api/email", 180, 0.5, 2), ("/api/storage", 75, 0.7, 2), ("/api/ocr", 1300, 0.5, 1.5),
-    ("/api/maps", 210, 0.45, 1), ("/api/legacy-v1", 600, 0.8, 0.5),
-)  # fmt: skip
+    ("/api/openai", 850, 0.55, 30),
+    ("/api/anthropic", 1200, 0.5, 22),
+    ("/api/embeddings", 90, 0.4, 18),
+    ("/api/search", 140, 0.6, 12),
+    ("/api/translate", 380, 0.45, 9),
+    ("/api/moderation", 60, 0.35, 8),
+    ("/api/vision", 1600, 0.5, 6),
+    ("/api/speech", 2200, 0.45, 5),
+    ("/api/rerank", 70, 0.4, 5),
+    ("/api/summarize", 950, 0.5, 4),
+    ("/api/classify", 45, 0.35, 4),
+    ("/api/geocode", 110, 0.5, 3),
+    ("/api/weather", 160, 0.55, 3),
+    ("/api/payments", 320, 0.4, 2),
+    ("/api/sms", 260, 0.6, 2),
+    ("/api/email", 180, 0.5, 2),
+    ("/api/storage", 75, 0.7, 2),
+    ("/api/ocr", 1300, 0.5, 1.5),
+    ("/api/maps", 210, 0.45, 1),
+    ("/api/legacy-v1", 600, 0.8, 0.5),
+)
 # (status, failure_kind, error_message, weight, latency factor)
 ERROR_KINDS = (
     (429, None, "rate limit exceeded", 4, 0.05),
@@ -93,9 +106,16 @@ ERROR_KINDS = (
     (502, "upstream_reset", "the upstream broke off the response", 1, 1.5),
     (504, "timeout", "the upstream did not answer in time", 1, 0.0),
 )
-USER_AGENTS = ("python-requests/2.32.3", "axios/1.7.2", "openai-python/1.40.0", "curl/8.5.0",
-               "Go-http-client/2.0", "node-fetch/3.3.2")  # fmt: skip
+USER_AGENTS = (
+    "python-requests/2.32.3",
+    "axios/1.7.2",
+    "openai-python/1.40.0",
+    "curl/8.5.0",
+    "Go-http-client/2.0",
+    "node-fetch/3.3.2",
+)
 TIMEOUT_MS = 60_000
+TIMES = "\N{MULTIPLICATION SIGN}"
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -147,7 +167,7 @@ def build_population(tokens: list[tuple[int, str]], rng: random.Random) -> Popul
                     for _ in range(rng.choice((1, 2, 3)))
                 ],
                 rng.choice(USER_AGENTS),
-            )  # fmt: skip
+            )
         )
         weights.append(1.0 / rank**1.1)
     known_total = sum(weights)
@@ -163,7 +183,7 @@ def build_population(tokens: list[tuple[int, str]], rng: random.Random) -> Popul
                 [1.0, 2.0],
                 [f"172.16.{rng.randrange(256)}.{rng.randrange(1, 255)}"],
                 "ext-gateway/0.9",
-            )  # fmt: skip
+            )
         )
         weights.append(unknown_weight)
     error_rates = [rng.uniform(0.01, 0.03) for _ in ROUTES]
@@ -208,7 +228,7 @@ def generate(
     rows: int, end: datetime, population: Population, seed: int
 ) -> Iterator[list[UsageEvent]]:
     """Events hour by hour, oldest first."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - synthetic data, not secrets
     callers = population.callers
     caller_cum = population.caller_cum
     error_cum = list(itertools.accumulate(kind[3] for kind in ERROR_KINDS))
@@ -220,8 +240,11 @@ def generate(
         base_ms = int(hour_start.timestamp() * 1000)
         batch: list[UsageEvent] = []
         for offset, caller in zip(offsets, chosen, strict=True):
-            route = caller.routes[0] if len(caller.routes) == 1 else rng.choices(
-                caller.routes, cum_weights=caller.route_cum)[0]  # fmt: skip
+            route = (
+                caller.routes[0]
+                if len(caller.routes) == 1
+                else rng.choices(caller.routes, cum_weights=caller.route_cum)[0]
+            )
             mu, sigma, path = route_params[route]
             latency = int(rng.lognormvariate(mu, sigma)) + 1
             status, kind, message = 200, None, None
@@ -265,6 +288,29 @@ def copy_record(event: UsageEvent) -> tuple[Any, ...]:
 
 
 # -- measuring ---------------------------------------------------------------------------------
+
+
+def source_tree() -> str:
+    """The commit measured, and whether the working tree differed from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 - the developer's git
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"],  # noqa: S607
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git)"
+    changed = [line[3:] for line in dirty if line.strip()]
+    return f"`{commit}`" + (f" plus uncommitted changes to {', '.join(changed)}" if changed else "")
 
 
 def quantile(values: list[float], fraction: float) -> float:
@@ -311,8 +357,10 @@ async def copy_baselines(url: str, sample: list[UsageEvent], batch_size: int) ->
     results: dict[str, float] = {}
     connection = await asyncpg.connect(url)
     try:
-        for name, per in (("raw COPY (one COPY, one transaction)", len(records)),
-                          (f"raw COPY ×{batch_size} (one transaction each)", batch_size)):  # fmt: skip
+        for name, per in (
+            ("raw COPY (one COPY, one transaction)", len(records)),
+            (f"raw COPY {TIMES}{batch_size} (one transaction each)", batch_size),
+        ):
             await connection.execute("DROP TABLE IF EXISTS bench_copy_scratch")
             await connection.execute(
                 "CREATE TABLE bench_copy_scratch (LIKE token_usage_logs INCLUDING ALL)"
@@ -344,7 +392,7 @@ async def feed(recorder: Any, events: Any, queue_size: int) -> int:
     fed = 0
     for event in events:
         if recorder.queue_depth >= high:
-            while recorder.queue_depth >= low:
+            while recorder.queue_depth >= low:  # noqa: ASYNC110 - polls the recorder's queue
                 await asyncio.sleep(0.002)
         if not recorder.record(event):
             raise RuntimeError("the recorder dropped an event")
@@ -371,7 +419,7 @@ async def run(args: argparse.Namespace) -> None:
     run_started = time.monotonic()
     phases: dict[str, float] = {}
     machine = {
-        "nproc": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
+        "nproc": str(len(os.sched_getaffinity(0))),  # what `nproc` prints
         "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
     name = f"tm_bench_{uuid.uuid4().hex[:10]}"
@@ -379,6 +427,7 @@ async def run(args: argparse.Namespace) -> None:
     url = f"{server}/{name}"
     admin = await admin_connect(server)
     machine["postgres"] = (await admin.fetchval("SELECT version()")).split(" on ")[0]
+    machine["tree"] = source_tree()
     shown = []
     for setting in ("shared_buffers", "work_mem", "max_wal_size", "synchronous_commit"):
         shown.append(f"{setting}={await admin.fetchval(f'SHOW {setting}')}")
@@ -394,8 +443,9 @@ async def run(args: argparse.Namespace) -> None:
         # Raw retention beyond the data's 30 days: the control plane prunes at start-up and must
         # not delete rows while the queries are measured (a long run crosses the 30-day line).
         settings = make_settings(work / "data", database_url=url, retention_raw_days=35)
-        report = await run_in_database(args, settings, url, machine, phases,
-                                       build_services, build_recorder, build_spool)  # fmt: skip
+        report = await run_in_database(
+            args, settings, url, machine, phases, build_services, build_recorder, build_spool
+        )
     finally:
         if args.keep_database:
             log(f"database kept (--keep-database): {url}")
@@ -405,19 +455,28 @@ async def run(args: argparse.Namespace) -> None:
             await admin.close()
             log(f"database {name} dropped")
     phases["total"] = time.monotonic() - run_started
-    report = report.replace("{TOTAL}", f"{phases['total'] / 60:.1f} min")
+    load_end = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    report = report.replace("{TOTAL}", f"{phases['total'] / 60:.1f} min").replace(
+        "{LOAD_END}", load_end
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
     print(report, flush=True)
 
 
 async def run_in_database(
-    args: argparse.Namespace, settings: Any, url: str, machine: dict[str, str],
-    phases: dict[str, float], build_services: Any, build_recorder: Any, build_spool: Any,
-) -> str:  # fmt: skip
+    args: argparse.Namespace,
+    settings: Any,
+    url: str,
+    machine: dict[str, str],
+    phases: dict[str, float],
+    build_services: Any,
+    build_recorder: Any,
+    build_spool: Any,
+) -> str:
     actor = cli_actor()
     services = build_services(settings)
-    rng = random.Random(args.seed)
+    rng = random.Random(args.seed)  # noqa: S311 - synthetic data, not secrets
     started = time.monotonic()
     tokens: list[tuple[int, str]] = []
     for (team_id, team_name), count in zip(TEAMS, TOKENS_PER_TEAM, strict=True):
@@ -453,7 +512,8 @@ async def run_in_database(
     product_name = f"product: UsageRecorder → insert_usage_events (batch {batch_size})"
     ingestion[product_name] = len(sample) / product_elapsed
     log(
-        f"{product_name}: {len(sample)} rows in {product_elapsed:.1f} s = {ingestion[product_name]:,.0f} rows/s"
+        f"{product_name}: {len(sample)} rows in {product_elapsed:.1f} s = "
+        f"{ingestion[product_name]:,.0f} rows/s"
     )
     del sample
 
@@ -474,9 +534,11 @@ async def run_in_database(
     phases["load"] = product_elapsed + rest_elapsed
     total_rows = sample_size + rest
     full_rate = total_rows / phases["load"]
-    log(f"all {total_rows:,} events loaded through the recorder in {phases['load']:.0f} s "
+    log(
+        f"all {total_rows:,} events loaded through the recorder in {phases['load']:.0f} s "
         f"({full_rate:,.0f} rows/s overall; the {rest:,} after the sample: "
-        f"{rest / rest_elapsed if rest_elapsed else 0:,.0f} rows/s incl. generation)")  # fmt: skip
+        f"{rest / rest_elapsed if rest_elapsed else 0:,.0f} rows/s incl. generation)"
+    )
     await services.close()
 
     connection = await asyncpg.connect(url)
@@ -499,7 +561,8 @@ async def run_in_database(
         hourly_calls = await connection.fetchval("SELECT sum(calls) FROM usage_hourly")
         daily_calls = await connection.fetchval("SELECT sum(calls) FROM usage_daily")
         raw_errors = await connection.fetchval(
-            "SELECT count(*) FROM token_usage_logs WHERE response_status >= 400 OR failure_kind IS NOT NULL"
+            "SELECT count(*) FROM token_usage_logs WHERE response_status >= 400 OR failure_kind IS "
+            "NOT NULL"
         )
         rollup_errors = await connection.fetchval("SELECT sum(errors) FROM usage_daily")
     finally:
@@ -508,8 +571,10 @@ async def run_in_database(
         counts["token_usage_logs"] == hourly_calls == daily_calls == args.rows
         and raw_errors == rollup_errors
     )
-    log(f"rows {counts}, sizes {sizes}; rollups match raw rows: {consistent} "
-        f"(hourly {hourly_calls}, daily {daily_calls}, errors {raw_errors}/{rollup_errors})")  # fmt: skip
+    log(
+        f"rows {counts}, sizes {sizes}; rollups match raw rows: {consistent} "
+        f"(hourly {hourly_calls}, daily {daily_calls}, errors {raw_errors}/{rollup_errors})"
+    )
     if not consistent:
         raise RuntimeError("the rollups do not match the raw rows")
 
@@ -518,8 +583,21 @@ async def run_in_database(
     raw_timings = await measure_raw(url, busy, args.requests)
     phases["queries"] = time.monotonic() - query_started
     phases["setup"] = generated - started
-    return build_report(args, machine, ingestion, sample_size, total_rows, full_rate, phases,
-                        counts, sizes, api_timings, raw_timings, busy, product_name)  # fmt: skip
+    return build_report(
+        args,
+        machine,
+        ingestion,
+        sample_size,
+        total_rows,
+        full_rate,
+        phases,
+        counts,
+        sizes,
+        api_timings,
+        raw_timings,
+        busy,
+        product_name,
+    )
 
 
 async def measure_api(settings: Any, requests: int) -> tuple[list[Timing], dict[str, Any]]:
@@ -557,15 +635,30 @@ async def measure_api(settings: Any, requests: int) -> tuple[list[Timing], dict[
             ("GET /api/usage/stats (default: 24h)", 50, [("/api/usage/stats", None)]),
             ("GET /api/usage/stats?window=7d", 50, [("/api/usage/stats", {"window": "7d"})]),
             ("GET /api/usage/stats?window=30d", 50, [("/api/usage/stats", {"window": "30d"})]),
-            ("GET /api/usage/stats?window=30d&bucket=day", 50,
-             [("/api/usage/stats", {"window": "30d", "bucket": "day"})]),
-            ("GET /api/usage/token/{id} (default: 30d, 100 recent), top-5 tokens", 100,
-             [(f"/api/usage/token/{token_id}", None) for token_id in busy_tokens]),
-            ("GET /api/usage/route?route_path=… (default: 24h), top-5 routes", 100,
-             [("/api/usage/route", {"route_path": route}) for route in busy_routes]),
-            ("GET /api/usage/route?route_path=…&window=30d, top-5 routes", 100,
-             [("/api/usage/route", {"route_path": route, "window": "30d"}) for route in busy_routes]),
-        ]  # fmt: skip
+            (
+                "GET /api/usage/stats?window=30d&bucket=day",
+                50,
+                [("/api/usage/stats", {"window": "30d", "bucket": "day"})],
+            ),
+            (
+                "GET /api/usage/token/{id} (default: 30d, 100 recent), top-5 tokens",
+                100,
+                [(f"/api/usage/token/{token_id}", None) for token_id in busy_tokens],
+            ),
+            (
+                "GET /api/usage/route?route_path=… (default: 24h), top-5 routes",
+                100,
+                [("/api/usage/route", {"route_path": route}) for route in busy_routes],
+            ),
+            (
+                "GET /api/usage/route?route_path=…&window=30d, top-5 routes",
+                100,
+                [
+                    ("/api/usage/route", {"route_path": route, "window": "30d"})
+                    for route in busy_routes
+                ],
+            ),
+        ]
         timings: list[Timing] = []
         for label, target, targets in cases:
             for path, params in targets * 2:  # warm-up: each target twice
@@ -593,34 +686,63 @@ async def measure_raw(url: str, busy: dict[str, Any], requests: int) -> list[Tim
         route = busy["routes"][0]
         since_24h = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=24)
         queries: list[tuple[str, str, tuple[Any, ...]]] = [
-            ("seed overview: COUNT, AVG, success rate (all rows)",
-             "SELECT count(*) AS total_calls, count(*) FILTER (WHERE response_status >= 400) AS total_errors, "
-             "avg(response_time_ms) AS avg_response_time, "
-             "100.0 * count(*) FILTER (WHERE response_status < 400) / nullif(count(*), 0) AS success_rate "
-             "FROM token_usage_logs", ()),
-            ("seed hourly usage: GROUP BY hour, last 24 h",
-             "SELECT date_trunc('hour', used_at) AS hour, count(*) AS call_count, "
-             "avg(response_time_ms) AS avg_response_time FROM token_usage_logs "
-             "WHERE used_at >= $1 GROUP BY 1 ORDER BY 1", (since_24h,)),
-            ("seed top 10 tokens: GROUP BY token_hash JOIN tokens",
-             "SELECT t.name, t.team_id, count(*) AS usage_count FROM token_usage_logs l "
-             "JOIN tokens t ON t.token_hash = l.token_hash GROUP BY t.token_hash, t.name, t.team_id "
-             "ORDER BY usage_count DESC LIMIT 10", ()),
-            ("seed top 10 routes: GROUP BY route_path",
-             "SELECT route_path, count(*) AS call_count, avg(response_time_ms) AS avg_response_time, "
-             "100.0 * count(*) FILTER (WHERE response_status < 400) / count(*) AS success_rate "
-             "FROM token_usage_logs GROUP BY route_path ORDER BY call_count DESC LIMIT 10", ()),
-            ("seed one token: stats (busiest token, all rows)",
-             "SELECT count(*) AS total_calls, count(*) FILTER (WHERE response_status >= 400) AS error_count, "
-             "avg(response_time_ms), min(used_at) AS first_used, max(used_at) AS last_used "
-             "FROM token_usage_logs WHERE token_hash = $1", (token_hash,)),
-            ("seed one token: last 100 rows",
-             "SELECT route_path, used_at, response_status, response_time_ms FROM token_usage_logs "
-             "WHERE token_hash = $1 ORDER BY used_at DESC LIMIT 100", (token_hash,)),
-            ("seed one route: stats (busiest route, all rows)",
-             "SELECT count(*) AS total_calls, count(*) FILTER (WHERE response_status >= 400) AS error_count, "
-             "avg(response_time_ms) AS avg_response_time FROM token_usage_logs WHERE route_path = $1", (route,)),
-        ]  # fmt: skip
+            (
+                "seed overview: COUNT, AVG, success rate (all rows)",
+                "SELECT count(*) AS total_calls, count(*) FILTER (WHERE response_status >= 400) AS "
+                "total_errors, "
+                "avg(response_time_ms) AS avg_response_time, "
+                "100.0 * count(*) FILTER (WHERE response_status < 400) / nullif(count(*), 0) AS "
+                "success_rate "
+                "FROM token_usage_logs",
+                (),
+            ),
+            (
+                "seed hourly usage: GROUP BY hour, last 24 h",
+                "SELECT date_trunc('hour', used_at) AS hour, count(*) AS call_count, "
+                "avg(response_time_ms) AS avg_response_time FROM token_usage_logs "
+                "WHERE used_at >= $1 GROUP BY 1 ORDER BY 1",
+                (since_24h,),
+            ),
+            (
+                "seed top 10 tokens: GROUP BY token_hash JOIN tokens",
+                "SELECT t.name, t.team_id, count(*) AS usage_count FROM token_usage_logs l "
+                "JOIN tokens t ON t.token_hash = l.token_hash GROUP BY t.token_hash, t.name, "
+                "t.team_id "
+                "ORDER BY usage_count DESC LIMIT 10",
+                (),
+            ),
+            (
+                "seed top 10 routes: GROUP BY route_path",
+                "SELECT route_path, count(*) AS call_count, avg(response_time_ms) AS "
+                "avg_response_time, "
+                "100.0 * count(*) FILTER (WHERE response_status < 400) / count(*) AS success_rate "
+                "FROM token_usage_logs GROUP BY route_path ORDER BY call_count DESC LIMIT 10",
+                (),
+            ),
+            (
+                "seed one token: stats (busiest token, all rows)",
+                "SELECT count(*) AS total_calls, count(*) FILTER (WHERE response_status >= 400) AS "
+                "error_count, "
+                "avg(response_time_ms), min(used_at) AS first_used, max(used_at) AS last_used "
+                "FROM token_usage_logs WHERE token_hash = $1",
+                (token_hash,),
+            ),
+            (
+                "seed one token: last 100 rows",
+                "SELECT route_path, used_at, response_status, response_time_ms FROM "
+                "token_usage_logs "
+                "WHERE token_hash = $1 ORDER BY used_at DESC LIMIT 100",
+                (token_hash,),
+            ),
+            (
+                "seed one route: stats (busiest route, all rows)",
+                "SELECT count(*) AS total_calls, count(*) FILTER (WHERE response_status >= 400) AS "
+                "error_count, "
+                "avg(response_time_ms) AS avg_response_time FROM token_usage_logs WHERE route_path "
+                "= $1",
+                (route,),
+            ),
+        ]
         timings: list[Timing] = []
         for label, sql, params in queries:
             await connection.fetch(sql, *params)  # warm-up (and the plan)
@@ -639,26 +761,41 @@ async def measure_raw(url: str, busy: dict[str, Any], requests: int) -> list[Tim
 
 
 def build_report(
-    args: argparse.Namespace, machine: dict[str, str], ingestion: dict[str, float], sample_size: int,
-    total_rows: int, full_rate: float, phases: dict[str, float], counts: dict[str, int],
-    sizes: dict[str, str], api: list[Timing], raw: list[Timing], busy: dict[str, Any], product_name: str,
-) -> str:  # fmt: skip
+    args: argparse.Namespace,
+    machine: dict[str, str],
+    ingestion: dict[str, float],
+    sample_size: int,
+    total_rows: int,
+    full_rate: float,
+    phases: dict[str, float],
+    counts: dict[str, int],
+    sizes: dict[str, str],
+    api: list[Timing],
+    raw: list[Timing],
+    busy: dict[str, Any],
+    product_name: str,
+) -> str:
     copy_one = next(v for k, v in ingestion.items() if k.startswith("raw COPY (one"))
-    copy_batched = next(v for k, v in ingestion.items() if k.startswith("raw COPY ×"))
+    copy_batched = next(v for k, v in ingestion.items() if k.startswith(f"raw COPY {TIMES}"))
     product = ingestion[product_name]
     lines = [
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: `bench/analytics_bench.py "
-        f"--rows {args.rows} --sample {args.sample} --requests {args.requests}`, {machine['nproc']} cores "
-        f"(load average {machine['load']} at start: other work shares the machine), {machine['postgres']} "
-        f"on 127.0.0.1 ({machine['settings']}); whole run {{TOTAL}}.",
+        f"--rows {args.rows} --sample {args.sample} --requests {args.requests}`, "
+        f"{machine['nproc']} cores "
+        f"(load average {machine['load']} at start, {{LOAD_END}} at the end: other work shares the "
+        f"machine), {machine['postgres']} on 127.0.0.1 ({machine['settings']}, jit on); source "
+        "tree "
+        f"{machine['tree']}; whole run {{TOTAL}}.",
         "",
-        f"Data: {total_rows:,} synthetic events over the last {DAYS} days, {sum(TOKENS_PER_TEAM)} tokens in "
+        f"Data: {total_rows:,} synthetic events over the last {DAYS} days, {sum(TOKENS_PER_TEAM)} "
+        "tokens in "
         f"{len(TEAMS)} teams (created through the services), {UNKNOWN_HASHES} unknown hashes "
         f"(~{UNKNOWN_SHARE:.0%} of calls), {len(ROUTES)} routes, 1-3 % errors. Stored: "
         + ", ".join(f"{table} {counts[table]:,} rows ({sizes[table]})" for table in counts)
         + "; the rollups' calls and errors equal the raw rows' (checked).",
         "",
-        f"### Ingestion ({sample_size:,} rows, the same rows for each path, each into an empty table "
+        f"### Ingestion ({sample_size:,} rows, the same rows for each path, each into an empty "
+        "table "
         "with the same indexes)",
         "",
         "| path | rows/s | vs one COPY |",
@@ -669,13 +806,17 @@ def build_report(
     lines += [
         "",
         f"- product / raw COPY: **{product / copy_one:.2f}** (target ≥ 0.5: "
-        f"{'met' if product / copy_one >= 0.5 else 'NOT met'}); product / COPY ×batch: {product / copy_batched:.2f}",
-        f"- full load: all {total_rows:,} rows through the same recorder in {phases['load'] / 60:.1f} min "
-        f"({full_rate:,.0f} rows/s overall, event generation in the same process included after the "
+        f"{'met' if product / copy_one >= 0.5 else 'NOT met'}); product / COPY {TIMES}batch: "
+        f"{product / copy_batched:.2f}",
+        f"- full load: all {total_rows:,} rows through the same recorder in "
+        f"{phases['load'] / 60:.1f} min "
+        f"({full_rate:,.0f} rows/s overall, event generation in the same process included after "
+        "the "
         f"sample; the table grows from 0 to {total_rows:,} rows meanwhile); VACUUM ANALYZE "
         f"{phases['vacuum']:.0f} s.",
         "",
-        f"### Query latency ({total_rows:,} rows; API: sequential HTTP requests to the control plane, "
+        f"### Query latency ({total_rows:,} rows; API: sequential HTTP requests to the control "
+        "plane, "
         "client time included; seed: the same questions as raw-table SQL via asyncpg)",
         "",
         "| query | n | p50 ms | p95 ms | target p95 | |",
@@ -683,17 +824,21 @@ def build_report(
     ]
     for timing in api:
         verdict = "met" if timing.p95 <= (timing.target_ms or math.inf) else "NOT met"
-        lines.append(f"| {timing.name} | {len(timing.samples_ms)} | {timing.p50:.1f} | {timing.p95:.1f} "
-                     f"| ≤ {timing.target_ms:.0f} | {verdict} |")  # fmt: skip
+        lines.append(
+            f"| {timing.name} | {len(timing.samples_ms)} | {timing.p50:.1f} | {timing.p95:.1f} "
+            f"| ≤ {timing.target_ms:.0f} | {verdict} |"
+        )
     for timing in raw:
         lines.append(
-            f"| {timing.name} | {len(timing.samples_ms)} | {timing.p50:.1f} | {timing.p95:.1f} | | |"
+            f"| {timing.name} | {len(timing.samples_ms)} | {timing.p50:.1f} | {timing.p95:.1f} | | "
+            "|"
         )
     lines += [
         "",
         f"Busy tokens (ids, busiest first): {busy['tokens']}; busy routes: {busy['routes']}. "
         f"30-day overview from the API: {busy['overview']['total_calls']:,} calls, "
-        f"{busy['overview']['error_rate']} % errors, p50/p95/p99 {busy['overview']['p50_response_time']}/"
+        f"{busy['overview']['error_rate']} % errors, p50/p95/p99 "
+        f"{busy['overview']['p50_response_time']}/"
         f"{busy['overview']['p95_response_time']}/{busy['overview']['p99_response_time']} ms.",
     ]
     return "\n".join(lines) + "\n"
@@ -706,16 +851,26 @@ def main() -> None:
     parser.add_argument(
         "--rows", type=int, default=10_000_000, help="events to load (default 10 M)"
     )
-    parser.add_argument("--sample", type=int, default=1_000_000,
-                        help="events for the ingestion comparison (default 1 M, at most --rows)")  # fmt: skip
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=1_000_000,
+        help="events for the ingestion comparison (default 1 M, at most --rows)",
+    )
     parser.add_argument(
         "--requests", type=int, default=60, help="timed requests per query (default 60)"
     )
-    parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432",
-                        help="PostgreSQL server (a role that may create databases)")  # fmt: skip
+    parser.add_argument(
+        "--server",
+        default="postgresql://postgres@127.0.0.1:5432",
+        help="PostgreSQL server (a role that may create databases)",
+    )
     parser.add_argument("--seed", type=int, default=4)
-    parser.add_argument("--keep-database", action="store_true",
-                        help="leave the database (and print its URL) for inspection; drop it yourself")  # fmt: skip
+    parser.add_argument(
+        "--keep-database",
+        action="store_true",
+        help="leave the database (and print its URL) for inspection; drop it yourself",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/analytics.md")
     args = parser.parse_args()
     if "127.0.0.1" not in args.server and "localhost" not in args.server:

@@ -21,8 +21,11 @@ from tokenmanager.usage.histogram import BUCKET_COLUMNS
 _KEY_COLUMNS = ("token_hash", "token_id", "route_path", "status_class")
 _SUMMED = ("calls", "errors", "sum_latency_ms", "bytes_in", "bytes_out", *BUCKET_COLUMNS)
 # UsageEvent.is_error, as the rollup counts errors; the partial error indexes use the same.
+# 400 is written into the SQL, not bound: a prepared statement's generic plan (which asyncpg's
+# statement cache gets after five runs) can use a partial index only when the query's predicate
+# matches the index's as written; with a parameter it read every row of a busy token instead.
 _IS_ERROR = sa.or_(
-    token_usage_logs.c.response_status >= 400,
+    token_usage_logs.c.response_status >= sa.literal_column("400", sa.Integer),
     token_usage_logs.c.failure_kind.is_not(None),
     sa.and_(
         token_usage_logs.c.response_status.is_(None),
