@@ -11,7 +11,12 @@ Each target gets wrk at concurrency 1, 16 and 64 for --duration seconds (after a
 Then a 1 GiB response is streamed through the gateway from the mock upstream while the
 gateway's RSS is sampled.
 
-    .venv/bin/python bench/gateway_bench.py [--duration 10] [--out bench/results/gateway.md]
+    .venv/bin/python bench/gateway_bench.py [--duration 10] [--repeat 3] [--out bench/results/gateway.md]
+
+CPU per request counts the target's processes and their children (the gateway's usage writer).
+`--repeat N` then measures the bare pass-through and the gateway N more times each at c=16,
+alternating, and reports the spread of their throughput ratio (the machine is shared: one run
+of each is not enough to trust a ratio).
 
 Needs nginx and wrk (Debian packages; installed with apt-get when missing).
 """
@@ -58,7 +63,11 @@ def free_port() -> int:
 
 
 def ensure_tools() -> None:
-    missing = [tool for tool in ("nginx", "wrk") if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists()]
+    missing = [
+        tool
+        for tool in ("nginx", "wrk")
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists()
+    ]
     if missing:
         print(f"installing {', '.join(missing)} with apt-get", flush=True)
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -174,7 +183,9 @@ def parse_wrk(output: str) -> dict[str, float]:
     }
 
 
-def run_wrk(url: str, concurrency: int, duration_s: int, headers: dict[str, str]) -> dict[str, float]:
+def run_wrk(
+    url: str, concurrency: int, duration_s: int, headers: dict[str, str]
+) -> dict[str, float]:
     header_args = [arg for name, value in headers.items() for arg in ("-H", f"{name}: {value}")]
     command = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration_s}s", "--latency", *header_args, url]
     return parse_wrk(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
@@ -195,10 +206,14 @@ def prepare_gateway_data(data_dir: Path, upstream_url: str, env: dict[str, str])
     return str(token)
 
 
-def benchmark(duration_s: int, out: Path) -> None:
+def benchmark(duration_s: int, repeat: int, out: Path) -> None:
     ensure_tools()
+    load_at_start = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="tm-bench-"))
-    ports = {name: free_port() for name in ("upstream", "nginx", "passthrough", "naive", "gateway", "mock")}
+    ports = {
+        name: free_port()
+        for name in ("upstream", "nginx", "passthrough", "naive", "gateway", "mock")
+    }
     env = {
         **os.environ,
         "TOKENMANAGER_DATA_DIR": str(work / "data"),
@@ -218,7 +233,9 @@ def benchmark(duration_s: int, out: Path) -> None:
             wait_for_port(ports[name])
             return process
 
-        nginx = start("upstream", [nginx_binary(), "-c", str(conf), "-p", str(work), "-g", "daemon off;"])
+        nginx = start(
+            "upstream", [nginx_binary(), "-c", str(conf), "-p", str(work), "-g", "daemon off;"]
+        )
         passthrough = start("passthrough", [PYTHON, str(ROOT / "bench/passthrough.py"),
                             "--port", str(ports["passthrough"]), "--upstream", upstream_url])  # fmt: skip
         naive = start("naive", [PYTHON, str(ROOT / "bench/naive_proxy.py"),
@@ -240,7 +257,9 @@ def benchmark(duration_s: int, out: Path) -> None:
         for name, (url, pids) in targets.items():
             results[name] = {}
             for concurrency in CONCURRENCIES:
-                run_wrk(url, concurrency, 2, headers)  # warm-up: pools, caches, JIT-free but lazy paths
+                run_wrk(
+                    url, concurrency, 2, headers
+                )  # warm-up: pools, caches, JIT-free but lazy paths
                 cpu_before = cpu_seconds(pids)
                 figures = run_wrk(url, concurrency, duration_s, headers)
                 figures["cpu_us_per_request"] = (
@@ -251,6 +270,19 @@ def benchmark(duration_s: int, out: Path) -> None:
                       f"p50 {figures['p50_ms']:.3f} ms  p99 {figures['p99_ms']:.3f} ms  "
                       f"cpu {figures['cpu_us_per_request']:.0f} us/req  non-2xx {figures['non_2xx']}",
                       flush=True)  # fmt: skip
+        ratios = []
+        for _ in range(repeat):
+            pair = {}
+            for name in (
+                "bare pass-through (uvicorn+aiohttp)",
+                "tokenmanager gateway (all features)",
+            ):
+                pair[name] = run_wrk(targets[name][0], 16, duration_s, headers)["rps"]
+            ratios.append(
+                pair["tokenmanager gateway (all features)"]
+                / pair["bare pass-through (uvicorn+aiohttp)"]
+            )
+            print(f"repeat: gateway / bare at c=16 = {ratios[-1]:.2f}", flush=True)
         # Route to the mock upstream for the 1 GiB stream.
         subprocess.run(
             [*TOKENMANAGER, "route", "add", "/mock", f"http://127.0.0.1:{ports['mock']}",
@@ -258,7 +290,7 @@ def benchmark(duration_s: int, out: Path) -> None:
         )  # fmt: skip
         time.sleep(1.5)  # the gateway picks up the new route at its next change poll
         stream = asyncio.run(stream_one_gib(ports["gateway"], token, gateway.pid))
-    write_report(out, duration_s, results, stream)
+    write_report(out, duration_s, results, stream, ratios, load_at_start)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -277,7 +309,10 @@ async def stream_one_gib(gateway_port: int, token: str, gateway_pid: int) -> dic
     size = 0
     started = time.monotonic()
     url = f"http://127.0.0.1:{gateway_port}/mock/bytes/{ONE_GIB}"
-    async with aiohttp.ClientSession() as session, session.get(url, headers={"X-API-Key": token}) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, headers={"X-API-Key": token}) as response,
+    ):
         async for chunk in response.content.iter_chunked(1 << 20):
             received.update(chunk)
             size += len(chunk)
@@ -294,13 +329,18 @@ async def stream_one_gib(gateway_port: int, token: str, gateway_pid: int) -> dic
 
 
 def write_report(
-    out: Path, duration_s: int, results: dict[str, dict[int, dict[str, float]]], stream: dict[str, float]
+    out: Path,
+    duration_s: int,
+    results: dict[str, dict[int, dict[str, float]]],
+    stream: dict[str, float],
+    ratios: list[float],
+    load_at_start: tuple[float, float, float],
 ) -> None:
     lines = [
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores "
-        f"(load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}: other work "
-        f"shares the machine), wrk -t1, {duration_s} s per cell after a 2 s warm-up, one worker "
-        "process per target.",
+        f"(load average at the start {' '.join(f'{x:.2f}' for x in load_at_start)}, at the end "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}: other work shares the machine), "
+        f"wrk -t1, {duration_s} s per cell after a 2 s warm-up, one worker process per target.",
         "",
         "| target | c | req/s | p50 ms | p99 ms | CPU µs/req | non-2xx |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -319,7 +359,12 @@ def write_report(
         "",
         "Ratios from this run:",
         "",
-        f"- gateway / bare pass-through throughput at c=16: {gateway[16]['rps'] / bare[16]['rps']:.2f}",
+        f"- gateway / bare pass-through throughput at c=16: {gateway[16]['rps'] / bare[16]['rps']:.2f}"
+        + (
+            f" (then {len(ratios)} alternating repeats: {', '.join(f'{r:.2f}' for r in ratios)})"
+            if ratios
+            else ""
+        ),
         f"- gateway / naive proxy throughput at c=16: {gateway[16]['rps'] / naive[16]['rps']:.1f}x",
         f"- added p50 latency over the upstream at c=1: {gateway[1]['p50_ms'] - direct[1]['p50_ms']:.3f} ms",
         f"- gateway p99 at c=16: {gateway[16]['p99_ms']:.3f} ms",
@@ -333,11 +378,16 @@ def write_report(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds per cell (default 10)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="extra c=16 bare/gateway pairs (default 3)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/gateway.md")
     args = parser.parse_args()
-    benchmark(args.duration, args.out)
+    benchmark(args.duration, args.repeat, args.out)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ import uvicorn
 import yarl
 
 HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"host", b"content-length"}
+# As the gateway does: the upstream's Content-Length is relayed (uvicorn then sends the body as
+# is, not chunked: one write less per response, so this floor is no slower than it needs to be),
+# its Server and Date are not (uvicorn sets Date).
+RESPONSE_DROPPED = (HOP_BY_HOP - {b"content-length"}) | {b"server", b"date"}
 
 
 class PassThrough:
@@ -37,9 +41,7 @@ class PassThrough:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         assert self.session is not None
-        headers = [
-            (k.decode(), v.decode()) for k, v in scope["headers"] if k not in HOP_BY_HOP
-        ]
+        headers = [(k.decode(), v.decode()) for k, v in scope["headers"] if k not in HOP_BY_HOP]
         url = self.upstream + scope["raw_path"].decode()
         if scope["query_string"]:
             url += "?" + scope["query_string"].decode()
@@ -53,7 +55,7 @@ class PassThrough:
                     "headers": [
                         (k.lower(), v)
                         for k, v in response.raw_headers
-                        if k.lower() not in HOP_BY_HOP
+                        if k.lower() not in RESPONSE_DROPPED
                     ],
                 }
             )
@@ -74,6 +76,7 @@ def main() -> None:
         log_level="warning",
         access_log=False,
         server_header=False,
+        proxy_headers=False,  # as the gateway: no X-Forwarded-For middleware
     )
 
 

@@ -17,6 +17,7 @@ from tokenmanager.errors import ConfigurationError
 from tokenmanager.gateway.app import GatewayApp
 from tokenmanager.gateway.directory import Directory
 from tokenmanager.gateway.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from tokenmanager.gateway.usage_writer import UsageWriterProcess
 from tokenmanager.ingest_keys.service import IngestKeyService
 from tokenmanager.routes.service import RouteService
 from tokenmanager.settings import Settings, load_secret_key
@@ -26,7 +27,7 @@ from tokenmanager.storage.usage import insert_usage_events
 from tokenmanager.teams.service import TeamService
 from tokenmanager.tokens.service import TokenService
 from tokenmanager.usage.events import UsageEvent
-from tokenmanager.usage.recorder import UsageRecorder
+from tokenmanager.usage.recorder import UsageRecorder, WriteBatch
 from tokenmanager.usage.spool import Spool
 from tokenmanager.usage.upkeep import UsageUpkeep
 from tokenmanager.users.passwords import Passwords
@@ -108,15 +109,18 @@ def build_spool(settings: Settings) -> Spool:
     return Spool(settings.data_dir / "spool", max_bytes=settings.spool_max_bytes)
 
 
-def build_recorder(settings: Settings, database: Database, spool: Spool) -> UsageRecorder:
-    """The usage recorder of one process (gateway or control plane)."""
+def build_recorder(
+    settings: Settings, database: Database, spool: Spool, write_batch: WriteBatch | None = None
+) -> UsageRecorder:
+    """The usage recorder of one process (gateway or control plane); batches are written in
+    this process unless `write_batch` writes them elsewhere."""
 
-    async def write_batch(events: Sequence[UsageEvent]) -> int:
+    async def write_here(events: Sequence[UsageEvent]) -> int:
         async with database.write() as connection:
             return await insert_usage_events(connection, events)
 
     return UsageRecorder(
-        write_batch,
+        write_batch or write_here,
         spool,
         batch_size=settings.usage_batch_size,
         flush_interval_s=settings.usage_flush_interval_s,
@@ -124,8 +128,11 @@ def build_recorder(settings: Settings, database: Database, spool: Spool) -> Usag
     )
 
 
-def build_gateway_app(settings: Settings) -> GatewayApp:
-    """The gateway with its own engine, cache, recorder and spool (one per process)."""
+def build_gateway_app(
+    settings: Settings, *, usage_writer: UsageWriterProcess | None = None
+) -> GatewayApp:
+    """The gateway with its own engine, cache, recorder and spool (one per process); with a
+    `usage_writer`, usage batches are written by its child process."""
     database = Database.from_url(settings.resolved_database_url)
     keyring = Keyring(load_secret_key(settings))
     redis = build_redis(settings.redis_url) if settings.redis_url else None
@@ -134,9 +141,13 @@ def build_gateway_app(settings: Settings) -> GatewayApp:
         RedisRateLimiter(redis, fallback=local_limiter) if redis is not None else local_limiter
     )
     spool = build_spool(settings)
-    recorder = build_recorder(settings, database, spool)
+    recorder = build_recorder(
+        settings, database, spool, usage_writer.write_batch if usage_writer else None
+    )
 
     async def close() -> None:
+        if usage_writer is not None:
+            await usage_writer.close()  # after the recorder drained its queue through it
         if redis is not None:
             await redis.aclose()
         await database.dispose()

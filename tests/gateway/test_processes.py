@@ -304,6 +304,27 @@ async def test_sigterm_right_after_a_burst_drains_every_event_and_exits_0(
         assert stored.scalar_one() == burst, gateway.log()
 
 
+async def test_a_forged_forwarded_for_from_a_loopback_peer_is_not_recorded(
+    services: Services, admin: Actor, team: str, echo_route: str, start_gateway: StartGateway
+) -> None:
+    """No trusted proxies are configured, so the peer's own address is recorded: the server in
+    front of the pipeline (uvicorn) must not believe X-Forwarded-For on its own either."""
+    token = await issue(services, admin, team)
+    gateway = await start_gateway("gw-forwarded")
+    forged = {**auth(token), "X-Forwarded-For": "203.0.113.9"}
+    async with httpx.AsyncClient(base_url=gateway.url, headers=forged, timeout=10.0) as client:
+        assert (await client.get(f"{echo_route}/who")).status_code == 200
+    gateway.process.send_signal(signal.SIGTERM)  # drains the recorder
+    assert await asyncio.wait_for(gateway.process.wait(), EXIT_DEADLINE_S) == 0, gateway.log()
+    async with services.database.read() as connection:
+        addresses = await connection.execute(
+            sa.select(token_usage_logs.c.ip_address).where(
+                token_usage_logs.c.token_id == token.token.id
+            )
+        )
+        assert list(addresses.scalars()) == ["127.0.0.1"], gateway.log()
+
+
 # -- (c) metrics across workers --------------------------------------------------------------
 
 

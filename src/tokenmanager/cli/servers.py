@@ -70,7 +70,7 @@ def _prepare_database(settings: Settings, run_migrations: bool) -> None:
         fail(f"cannot reach the database: {exc}", EXIT_CONFIG)
 
 
-def _uvicorn_server(app: Any, host: str, port: int) -> Any:
+def _uvicorn_server(app: Any, host: str, port: int, *, proxy_headers: bool = True) -> Any:
     import uvicorn
 
     from tokenmanager.gateway.server import GRACEFUL_SHUTDOWN_S
@@ -83,6 +83,7 @@ def _uvicorn_server(app: Any, host: str, port: int) -> Any:
         access_log=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         server_header=False,
+        proxy_headers=proxy_headers,
     )
     return uvicorn.Server(config)
 
@@ -110,7 +111,11 @@ def serve(
     try:
         servers = [_uvicorn_server(create_app(settings, build_services(settings)), host, port)]
         if not no_gateway:
-            servers.append(_uvicorn_server(build_gateway_app(settings), host, gateway_port))
+            servers.append(
+                _uvicorn_server(
+                    build_gateway_app(settings), host, gateway_port, proxy_headers=False
+                )
+            )
     except ConfigurationError as exc:
         fail(exc.message, EXIT_CONFIG)
     exit_cleanly_after_signals()
@@ -160,6 +165,9 @@ def gateway(
             access_log=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             server_header=False,
+            # The gateway decides whom to believe about X-Forwarded-For itself
+            # (TOKENMANAGER_TRUSTED_PROXIES); uvicorn's default would trust any loopback peer.
+            proxy_headers=False,
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import time
@@ -24,9 +25,14 @@ from tokenmanager.clock import utcnow
 from tokenmanager.gateway import rewriting
 from tokenmanager.gateway.directory import Directory, GatewayRoute
 from tokenmanager.gateway.metrics import GatewayMetrics
-from tokenmanager.gateway.ratelimit import RateLimiter, build_limits, retry_after_header
+from tokenmanager.gateway.ratelimit import Limit, RateLimiter, build_limits, retry_after_header
 from tokenmanager.gateway.upstream import build_upstream_session
-from tokenmanager.gateway.verification import STATUS_ANSWERS, Verification, VerifyStatus
+from tokenmanager.gateway.verification import (
+    STATUS_ANSWERS,
+    TokenRecord,
+    Verification,
+    VerifyStatus,
+)
 from tokenmanager.ssrf import ForbiddenUpstreamError, IPNetwork, UpstreamPolicy
 from tokenmanager.usage.events import UsageEvent
 from tokenmanager.usage.recorder import UsageRecorder
@@ -43,6 +49,7 @@ METRICS_SYNC_INTERVAL_S = 1.0
 # How long a call runs before the gateway starts watching for the client going away; a client
 # that leaves is still noticed well within a second.
 WATCHER_DELAY_S = 0.05
+MAX_CACHED_LIMITS = 100_000
 _ERROR_CODES = {400: "bad_request", 404: "not_found", 413: "payload_too_large",
                 431: "request_header_fields_too_large", 499: "client_closed_request",
                 502: "bad_gateway", 504: "gateway_timeout"}  # fmt: skip
@@ -95,6 +102,11 @@ class GatewayApp:
         self.metrics = GatewayMetrics()
         self._session: aiohttp.ClientSession | None = None
         self._metrics_task: asyncio.Task[None] | None = None
+        # Per token: the record its limits were built from, and the limits (built once, not
+        # per call; a changed token arrives as a new record).
+        self._limits: dict[int, tuple[TokenRecord, tuple[Limit, ...]]] = {}
+        # Set by the server's factory (a process of its own, not a test's shared interpreter).
+        self.freeze_gc_after_startup = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -106,6 +118,12 @@ class GatewayApp:
         await self.directory.start()
         await self.recorder.start()
         self._metrics_task = asyncio.create_task(self._sync_metrics_loop(), name="gateway-metrics")
+        if self.freeze_gc_after_startup:
+            # The ~100k objects of imports and startup live as long as the process; frozen,
+            # the collector stops walking them in every full collection, which otherwise
+            # stalls the event loop for 100-300 ms every few seconds under load.
+            gc.collect()
+            gc.freeze()
 
     async def shutdown(self) -> None:
         """In-flight requests are finished by the server first; then the queue is drained."""
@@ -218,15 +236,7 @@ class GatewayApp:
                 send, event, Verification(VerifyStatus.INSUFFICIENT_SCOPE, event.token_hash)
             )
 
-        per_s, per_min = self._default_rate_limits
-        limits = build_limits(
-            record.token_id,
-            record.team_id,
-            record.rate_limit_per_s or per_s,
-            record.rate_limit_per_min or per_min,
-            record.team_rate_limit_per_s,
-            record.team_rate_limit_per_min,
-        )
+        limits = self._limits_for(record)
         if limits:
             retry_after_s = await self._limiter.hit(limits)
             if retry_after_s is not None:
@@ -256,6 +266,24 @@ class GatewayApp:
         await self._forward(
             scope, receive, send, event, route, url, upstream_headers, has_body, started
         )
+
+    def _limits_for(self, record: TokenRecord) -> tuple[Limit, ...]:
+        cached = self._limits.get(record.token_id)
+        if cached is not None and cached[0] is record:
+            return cached[1]
+        per_s, per_min = self._default_rate_limits
+        limits = build_limits(
+            record.token_id,
+            record.team_id,
+            record.rate_limit_per_s or per_s,
+            record.rate_limit_per_min or per_min,
+            record.team_rate_limit_per_s,
+            record.team_rate_limit_per_min,
+        )
+        if len(self._limits) >= MAX_CACHED_LIMITS:
+            self._limits.clear()
+        self._limits[record.token_id] = (record, limits)
+        return limits
 
     # -- forwarding --------------------------------------------------------------------------
 

@@ -135,7 +135,7 @@ def build_upstream_url(
     upstream URL itself comes first (https://host/v1?api-version=2 -> …/v1/a/b?api-version=2&x=1).
     """
     remainder = path[len(path_prefix) :] if path_prefix != "/" else path
-    if any(segment in (".", "..") for segment in remainder.split("/")):
+    if "." in remainder and any(segment in (".", "..") for segment in remainder.split("/")):
         raise UnsafePathError(path)
     prefix_bytes = path_prefix.encode("ascii") if path_prefix != "/" else b""
     if raw_path is not None and raw_path.startswith(prefix_bytes):

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 from tokenmanager.composition import build_gateway_app
 from tokenmanager.gateway.app import GatewayApp
+from tokenmanager.gateway.usage_writer import UsageWriterProcess
 from tokenmanager.settings import load_settings
 
 GRACEFUL_SHUTDOWN_S = 30
@@ -18,7 +19,14 @@ GRACEFUL_SHUTDOWN_S = 30
 
 def create_gateway_from_environment() -> GatewayApp:
     """uvicorn factory (`--factory`): each worker builds its own app from the environment."""
-    return build_gateway_app(load_settings())
+    settings = load_settings()
+    # A server process serves this app alone: its usage writes can move to a child process,
+    # and its startup objects can be frozen out of the garbage collector's walks.
+    app = build_gateway_app(
+        settings, usage_writer=UsageWriterProcess(settings.resolved_database_url)
+    )
+    app.freeze_gc_after_startup = True
+    return app
 
 
 @contextmanager

@@ -120,12 +120,16 @@ class TokenVerifier:
         if not token_secret:
             return Verification(VerifyStatus.NOT_FOUND, "")
         token_hash = codec.hash_token(token_secret)
-        if not codec.has_valid_checksum(token_secret) and token_hash not in self.imported_hashes:
-            return Verification(VerifyStatus.NOT_FOUND, "")  # a typo or a guess: no lookup
+        # Only a stored token's hash enters the positive cache, so a hit needs no checksum.
         record = self._positive.get(token_hash)
         if record is not None:
             self.cache_hits += 1
         else:
+            if (
+                not codec.has_valid_checksum(token_secret)
+                and token_hash not in self.imported_hashes
+            ):
+                return Verification(VerifyStatus.NOT_FOUND, "")  # a typo or a guess: no lookup
             negative_until = self._negative.get(token_hash)
             if negative_until is not None and negative_until > self._monotonic():
                 self.cache_hits += 1

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,11 +16,13 @@ def uuid7() -> str:
     """A time-ordered UUID (RFC 9562 version 7): 48-bit Unix milliseconds, then randomness."""
     unix_ms = time.time_ns() // 1_000_000
     # Unique, not secret: the fast PRNG (seeded from the OS per process) is enough here.
-    random_bits = random.getrandbits(80)
-    value = (unix_ms & (2**48 - 1)) << 80 | random_bits & ((1 << 80) - 1)
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return str(uuid.UUID(int=value))
+    # Formatted directly (one per gateway call): version nibble 7, then 12 random bits, then
+    # the RFC 9562 variant bits 10 and 62 random bits.
+    time_part = unix_ms & 0xFFFF_FFFF_FFFF
+    random_a = random.getrandbits(12)
+    random_b = random.getrandbits(62) | 0x8000_0000_0000_0000
+    digits = f"{time_part:012x}7{random_a:03x}{random_b:016x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 @dataclass(slots=True)
