@@ -20,6 +20,10 @@ from tokenmanager.gateway.ratelimit import LocalRateLimiter, RateLimiter, RedisR
 from tokenmanager.gateway.usage_writer import UsageWriterProcess
 from tokenmanager.ingest_keys.service import IngestKeyService
 from tokenmanager.routes.service import RouteService
+from tokenmanager.security.models import parse_auto_suspend
+from tokenmanager.security.monitor import SecurityMonitor
+from tokenmanager.security.service import FindingService, SecurityAudit
+from tokenmanager.security.webhooks import WebhookService
 from tokenmanager.settings import Settings, load_secret_key
 from tokenmanager.ssrf import IPNetwork, UpstreamPolicy
 from tokenmanager.storage.database import Database
@@ -48,6 +52,7 @@ class Services:
     analytics: AnalyticsService
     recorder: UsageRecorder
     upkeep: UsageUpkeep
+    security: SecurityAudit
     redis: Any | None = None
 
     async def close(self) -> None:
@@ -101,7 +106,19 @@ def build_services(settings: Settings) -> Services:
             raw_days=settings.retention_raw_days,
             rollup_days=settings.retention_rollup_days,
         ),
+        security=build_security(settings, database, keyring),
         redis=redis,
+    )
+
+
+def build_security(settings: Settings, database: Database, keyring: Keyring) -> SecurityAudit:
+    """The detectors, findings and alerts; webhook URLs pass the same SSRF guard as routes."""
+    return SecurityAudit(
+        monitor=SecurityMonitor(database, max_rows=settings.security_detect_max_rows),
+        findings=FindingService(
+            database, auto_suspend=parse_auto_suspend(settings.security_auto_suspend)
+        ),
+        webhooks=WebhookService(database, keyring, upstream_policy(settings)),
     )
 
 

@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tokenmanager.errors import ConfigurationError
+from tokenmanager.security.models import parse_auto_suspend
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
 MIN_SECRET_KEY_CHARS = 32
@@ -137,6 +138,29 @@ class Settings(BaseSettings):
         description="Largest size of the on-disk spool; beyond it new events are dropped and "
         "counted.",
     )
+    # Security audit (docs/security.md)
+    security_detect_enabled: bool = Field(
+        default=True, description="Run the anomaly detectors in this control-plane process."
+    )
+    security_detect_interval_s: float = Field(
+        default=60.0, gt=0, le=3600, description="How often the detectors read new usage rows."
+    )
+    security_detect_max_rows: int = Field(
+        default=50_000, gt=0, le=1_000_000, description="Most raw usage rows a detector run reads."
+    )
+    security_auto_suspend: str = Field(
+        default="",
+        description="Detectors whose critical findings suspend the token: a comma list, or all.",
+    )
+    security_webhook_interval_s: float = Field(
+        default=5.0, gt=0, le=600, description="How often due webhook deliveries are attempted."
+    )
+
+    @field_validator("security_auto_suspend")
+    @classmethod
+    def _known_detectors(cls, value: str) -> str:
+        parse_auto_suspend(value)
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -19,6 +19,7 @@ from tokenmanager.api import (
     ingest,
     ingest_keys,
     routes,
+    security,
     sessions,
     teams,
     tokens,
@@ -52,9 +53,14 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await built.recorder.start()
         pruning = asyncio.create_task(built.upkeep.prune_periodically(), name="retention")
+        security_tasks = built.security.start_tasks(built.settings)
         try:
             yield
         finally:
+            for task in security_tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             pruning.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pruning
@@ -81,6 +87,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         audit,
         usage,
         ingest,
+        security,
     ):
         app.include_router(module.router)
     return app

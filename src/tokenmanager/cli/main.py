@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 
 from tokenmanager import __version__
-from tokenmanager.cli import ingest_keys, routes, servers, teams, tokens, usage, users
+from tokenmanager.cli import (
+    ingest_keys,
+    routes,
+    security,
+    servers,
+    teams,
+    tokens,
+    usage,
+    users,
+)
 from tokenmanager.cli.output import EXIT_CONFIG, exit_code_for, fail, stdout
 from tokenmanager.errors import TokenManagerError
 
@@ -26,6 +35,7 @@ app.add_typer(users.app, name="user")
 app.add_typer(ingest_keys.app, name="ingest-key")
 app.add_typer(usage.app, name="usage")
 app.add_typer(usage.rollup_app, name="rollup")
+app.add_typer(security.app, name="security")
 app.command()(servers.serve)
 app.command()(servers.gateway)
 app.command("mock-upstream")(servers.mock_upstream)

@@ -229,3 +229,112 @@ def _rollup_table(name: str, period: str) -> sa.Table:
 
 usage_hourly = _rollup_table("usage_hourly", "hour")
 usage_daily = _rollup_table("usage_daily", "day")
+
+# -- security (migration 0006) ---------------------------------------------------------------
+
+# One row per detected condition. `open_fingerprint` equals `fingerprint` while the finding is
+# open or acknowledged and is NULL once resolved: its unique constraint is what makes a repeated
+# condition update the open finding instead of adding a duplicate (NULLs never collide).
+security_findings = sa.Table(
+    "security_findings",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("fingerprint", sa.String(255), nullable=False, index=True),
+    sa.Column("open_fingerprint", sa.String(255), unique=True),
+    sa.Column("token_id", sa.Integer),
+    sa.Column("team_id", sa.String(64)),
+    sa.Column("route_path", sa.String(255)),
+    sa.Column("ip_address", sa.String(45)),
+    sa.Column("evidence", sa.JSON, nullable=False),
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+    sa.Column("occurrences", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("status_changed_by", sa.String(100)),
+    sa.Column("response", sa.JSON),
+    sa.Index("ix_security_findings_status_last_seen", "status", "last_seen"),
+    sa.Index("ix_security_findings_token_id_last_seen", "token_id", "last_seen"),
+    sa.Index("ix_security_findings_last_seen", "last_seen"),
+)
+
+# Where each detector loop stopped reading the raw usage rows.
+security_cursors = sa.Table(
+    "security_cursors",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("position", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# The networks and user-agent families each token has been used from.
+security_sightings = sa.Table(
+    "security_sightings",
+    metadata,
+    sa.Column("token_id", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("value", sa.String(100), primary_key=True),
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+)
+
+security_webhooks = sa.Table(
+    "security_webhooks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    # The URL is encrypted too: Slack-style URLs carry their secret in the path.
+    sa.Column("url_display", sa.String(300), nullable=False),
+    sa.Column("url_encrypted", sa.Text, nullable=False),
+    sa.Column("payload_format", sa.String(16), nullable=False),
+    sa.Column("min_severity", sa.String(16), nullable=False),
+    # Fernet ciphertext of the HMAC signing secret; the plaintext exists only in memory.
+    sa.Column("secret_encrypted", sa.Text, nullable=False),
+    sa.Column("cooldown_s", sa.Integer, nullable=False),
+    sa.Column("is_enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+security_deliveries = sa.Table(
+    "security_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "webhook_id",
+        sa.Integer,
+        sa.ForeignKey("security_webhooks.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("finding_id", sa.Integer),
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("dedup_key", sa.String(255)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_security_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    sa.Index("ix_security_deliveries_webhook_id_dedup_key", "webhook_id", "dedup_key"),
+)
+
+security_delivery_attempts = sa.Table(
+    "security_delivery_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "delivery_id",
+        sa.Integer,
+        sa.ForeignKey("security_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("attempted_at", UTCDateTime, nullable=False),
+    sa.Column("status_code", sa.Integer),
+    sa.Column("error", sa.String(200)),
+    sa.Column("duration_ms", sa.Integer, nullable=False),
+)
