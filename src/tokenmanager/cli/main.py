@@ -9,6 +9,7 @@ import typer
 
 from tokenmanager import __version__
 from tokenmanager.cli import (
+    demo,
     ingest_keys,
     routes,
     security,
@@ -39,6 +40,7 @@ app.add_typer(security.app, name="security")
 app.command()(servers.serve)
 app.command()(servers.gateway)
 app.command("mock-upstream")(servers.mock_upstream)
+app.command()(demo.demo)
 
 
 def _version(value: bool) -> None:

@@ -1,13 +1,18 @@
-"""`tokenmanager usage …` (export, prune) and `tokenmanager rollup rebuild`."""
+"""`tokenmanager usage …` (export, prune, generate) and `tokenmanager rollup rebuild`."""
 
 from __future__ import annotations
 
 import csv
 import json
+import random
 import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -16,11 +21,32 @@ from tokenmanager.access.actor import cli_actor
 from tokenmanager.analytics.service import RAW_FIELDS
 from tokenmanager.analytics.windows import build_window
 from tokenmanager.cli.context import open_services
-from tokenmanager.cli.output import EXIT_INVALID, fail, run, stderr, stdout
+from tokenmanager.cli.output import (
+    EXIT_CONFIG,
+    EXIT_INVALID,
+    EXIT_NOT_FOUND,
+    EXIT_PERMISSION,
+    EXIT_UNEXPECTED,
+    fail,
+    print_table,
+    run,
+    stderr,
+    stdout,
+)
 from tokenmanager.clock import utcnow
+from tokenmanager.composition import Services
 from tokenmanager.storage import maintenance
+from tokenmanager.storage.usage import insert_usage_events
+from tokenmanager.usage.events import UsageEvent
+from tokenmanager.usage.synthetic import (
+    TrafficPlan,
+    draw_callers,
+    draw_routes,
+    generate_events,
+    rebatch,
+)
 
-app = typer.Typer(help="Export and prune usage records.", no_args_is_help=True)
+app = typer.Typer(help="Export, prune and generate usage records.", no_args_is_help=True)
 rollup_app = typer.Typer(help="Maintain the usage rollups.", no_args_is_help=True)
 
 SinceOption = Annotated[
@@ -143,3 +169,304 @@ def rebuild(since: SinceOption = None, until: UntilOption = None) -> None:
 
     rows = run(body)
     stdout.print(f"Rebuilt the rollups from {rows} raw row(s).")
+
+
+# -- generate ----------------------------------------------------------------------------------
+
+GENERATE_POST_BATCH = 1000  # records per POST /api/usage-log/batch (the default cap is 10000)
+GENERATE_STORE_BATCH = 2000  # events per store transaction
+
+
+@dataclass(slots=True)
+class GeneratedTally:
+    """What went by, counted as the events stream through (none is kept in memory)."""
+
+    events: int = 0
+    calls_by_route: Counter[str] = field(default_factory=Counter)
+    errors_by_route: Counter[str] = field(default_factory=Counter)
+    token_hashes: set[str] = field(default_factory=set)
+
+    def count(self, batches: Iterable[list[UsageEvent]]) -> Iterator[list[UsageEvent]]:
+        for batch in batches:
+            for event in batch:
+                route = event.route_path or ""
+                self.calls_by_route[route] += 1
+                if event.is_error:
+                    self.errors_by_route[route] += 1
+                self.token_hashes.add(event.token_hash)
+            self.events += len(batch)
+            yield batch
+
+    @property
+    def errors(self) -> int:
+        return sum(self.errors_by_route.values())
+
+
+async def write_events(
+    services: Services, batches: Iterable[Sequence[UsageEvent]], on_written: Callable[[int], None]
+) -> int:
+    """Store events through the usage write path (raw rows, last_used, hourly and daily
+    rollups), `GENERATE_STORE_BATCH` per transaction; returns how many were new."""
+    new = 0
+    for batch in rebatch(batches, GENERATE_STORE_BATCH):
+        async with services.database.write() as connection:
+            new += await insert_usage_events(connection, batch)
+        on_written(len(batch))
+    return new
+
+
+def seed_record(event: UsageEvent) -> dict[str, Any]:
+    """The event as an external gateway posts it (the seed's body, plus event_id so that a
+    repeated post is stored once)."""
+    return {
+        "event_id": event.event_id,
+        "token_hash": event.token_hash,
+        "route": event.route_path,
+        "timestamp": int(event.used_at.timestamp() * 1000),
+        "response_status": event.response_status,
+        "response_time_ms": event.response_time_ms,
+        "ip_address": event.ip_address,
+        "user_agent": event.user_agent,
+        "request_method": event.request_method,
+        "error_message": event.error_message,
+    }
+
+
+async def _post_events(
+    base_url: str,
+    ingest_key: str,
+    batches: Iterable[Sequence[UsageEvent]],
+    on_posted: Callable[[int], None],
+) -> tuple[int, int, str | None]:
+    """POST the events to `base_url`/api/usage-log/batch; (accepted, rejected, first problem)."""
+    import aiohttp
+
+    accepted = rejected = 0
+    first_problem: str | None = None
+    endpoint = base_url.rstrip("/") + "/api/usage-log/batch"
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for batch in rebatch(batches, GENERATE_POST_BATCH):
+            body = [seed_record(event) for event in batch]
+            answer = await _post_batch(session, endpoint, ingest_key, body)
+            accepted += answer["accepted"]
+            rejected += answer["rejected"]
+            if first_problem is None and answer["errors"]:
+                first_problem = json.dumps(answer["errors"][0]["fields"])
+            on_posted(len(batch))
+    return accepted, rejected, first_problem
+
+
+async def _post_batch(
+    session: Any, endpoint: str, ingest_key: str, body: list[dict[str, Any]]
+) -> dict[str, Any]:
+    import asyncio
+
+    import aiohttp
+
+    for attempt in range(5):
+        try:
+            async with session.post(
+                endpoint, json=body, headers={"X-Ingest-Key": ingest_key}
+            ) as answer:
+                if answer.status == 503 and attempt < 4:  # the instance's queue is full: wait
+                    await asyncio.sleep(float(answer.headers.get("Retry-After", "1")))
+                    continue
+                if answer.status == 401:
+                    fail(f"{endpoint} refused the ingest key (401)", EXIT_PERMISSION)
+                if answer.status != 200:
+                    detail = (await answer.text())[:200]
+                    fail(f"{endpoint} answered {answer.status}: {detail}", EXIT_UNEXPECTED)
+                result: dict[str, Any] = await answer.json()
+                return result
+        except aiohttp.ClientError as exc:
+            fail(f"cannot post to {endpoint}: {exc}", EXIT_CONFIG)
+    fail(f"{endpoint} kept answering 503 (its usage queue is full)", EXIT_UNEXPECTED)
+
+
+def _read_ingest_key(from_stdin: bool) -> str:
+    if from_stdin:
+        key = sys.stdin.readline().strip()
+        if not key:
+            fail("--ingest-key-stdin: standard input was empty", EXIT_INVALID)
+        return key
+    if not sys.stdin.isatty():
+        fail("no terminal to ask for the ingest key: pass --ingest-key-stdin", EXIT_INVALID)
+    return str(typer.prompt("Ingest key", hide_input=True))
+
+
+def _generate_span(
+    window: str | None, since: datetime | None, until: datetime | None
+) -> tuple[datetime, datetime]:
+    """[start, end) from --window (ending now) or --since/--until (until defaults to now)."""
+    from tokenmanager.analytics.windows import WINDOWS
+
+    now = utcnow()
+    if window is not None and (since is not None or until is not None):
+        fail("give either --window or --since/--until, not both", EXIT_INVALID)
+    end = _utc(until) or now
+    if end > now:
+        fail("--until must not be in the future", EXIT_INVALID)
+    if since is None:
+        span = WINDOWS.get(window or "24h")
+        if span is None:
+            fail(f"--window must be one of {', '.join(WINDOWS)}", EXIT_INVALID)
+        return end - span, end
+    start = _utc(since)
+    assert start is not None
+    if start >= end:
+        fail("--since must be before --until", EXIT_INVALID)
+    return start, end
+
+
+async def _local_callers(
+    services: Services, token_ids: list[int], token_hashes: list[str]
+) -> list[tuple[str, int | None]]:
+    """(hash, id) of the chosen tokens; every active token when none is chosen."""
+    from tokenmanager.storage.tokens import read_token_hashes
+    from tokenmanager.tokens.models import TokenState
+
+    actor = cli_actor()
+    if not token_ids and not token_hashes:
+        tokens = await services.tokens.list(actor, state=TokenState.ACTIVE, limit=10_000)
+        token_ids = [token.id for token in tokens]
+        if not token_ids:
+            fail("no active tokens: issue one, or pass --token-hash", EXIT_NOT_FOUND)
+    chosen: list[tuple[str, int | None]] = []
+    async with services.database.read() as connection:
+        for token_id in token_ids:
+            if await services.tokens.read(actor, token_id) is None:
+                fail(f"token {token_id} not found", EXIT_NOT_FOUND)
+            token_hash, _ = await read_token_hashes(connection, token_id)
+            chosen.append((token_hash, token_id))
+    return chosen + [(token_hash, None) for token_hash in token_hashes]
+
+
+def _check_token_hashes(token_hashes: list[str]) -> list[str]:
+    from tokenmanager.tokens.codec import is_token_hash
+
+    for token_hash in token_hashes:
+        if not is_token_hash(token_hash.lower()):
+            fail(f"--token-hash {token_hash!r}: must be 64 hexadecimal characters", EXIT_INVALID)
+    return [token_hash.lower() for token_hash in token_hashes]
+
+
+def _build_generated_plan(
+    callers: list[tuple[str, int | None]],
+    route_paths: list[str],
+    start: datetime,
+    end: datetime,
+    events: int,
+    seed: int,
+) -> TrafficPlan:
+    rng = random.Random(seed)  # noqa: S311 - synthetic data, not secrets
+    unique_paths = list(dict.fromkeys(route_paths))
+    return TrafficPlan(
+        callers=draw_callers(callers, unique_paths, rng),
+        routes=draw_routes(unique_paths, rng),
+        start=start,
+        end=end,
+        events=events,
+        seed=seed,
+    )
+
+
+@app.command("generate")
+def generate(
+    events: Annotated[
+        int, typer.Option("--events", "-n", min=1, max=10_000_000, help="How many events.")
+    ] = 1000,
+    token: Annotated[
+        list[int] | None, typer.Option("--token", help="A token id; repeat for more.")
+    ] = None,
+    token_hash: Annotated[
+        list[str] | None,
+        typer.Option("--token-hash", help="A token's SHA-256 (hex); repeat for more."),
+    ] = None,
+    route: Annotated[
+        list[str] | None, typer.Option("--route", help="A route path prefix; repeat for more.")
+    ] = None,
+    window: Annotated[
+        str | None, typer.Option(help="24h, 7d or 30d, ending now (default 24h).")
+    ] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Start (ISO-8601, UTC if no zone).")
+    ] = None,
+    until: Annotated[datetime | None, typer.Option(help="End (exclusive; default now).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed: the same seed gives the same events.")
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Post to this running instance's /api/usage-log/batch instead."),
+    ] = None,
+    ingest_key_stdin: Annotated[
+        bool, typer.Option("--ingest-key-stdin", help="Read the ingest key for --url from stdin.")
+    ] = False,
+) -> None:
+    """Generate synthetic usage (diurnal and weekday pattern, per-route latency, 1-3 % errors)
+    and write it to the store, or post it to a running instance with an ingest key."""
+    start, end = _generate_span(window, since, until)
+    hashes = _check_token_hashes(token_hash or [])
+    route_paths = list(route or [])
+    chosen_seed = seed if seed is not None else random.randrange(2**32)  # noqa: S311
+    ingest_key: str | None = None
+    if url is not None:
+        if not url.startswith(("http://", "https://")):
+            fail("--url must start with http:// or https://", EXIT_INVALID)
+        if token:
+            fail("--token needs the store; with --url name tokens by --token-hash", EXIT_INVALID)
+        if not hashes:
+            fail("--url needs at least one --token-hash", EXIT_INVALID)
+        if not route_paths:
+            fail("--url needs at least one --route", EXIT_INVALID)
+        ingest_key = _read_ingest_key(ingest_key_stdin)
+
+    tally = GeneratedTally()
+
+    async def body() -> tuple[int, int, str | None]:
+        if url is not None:
+            assert ingest_key is not None
+            plan = _build_generated_plan(
+                [(h, None) for h in hashes], route_paths, start, end, events, chosen_seed
+            )
+            with _progress() as progress:
+                task = progress.add_task("posting", total=events)
+                return await _post_events(
+                    url,
+                    ingest_key,
+                    tally.count(generate_events(plan)),
+                    lambda n: progress.advance(task, n),
+                )
+        async with open_services() as services:
+            callers = await _local_callers(services, list(token or []), hashes)
+            if not route_paths:
+                route_paths.extend(r.path_prefix for r in await services.routes.list(cli_actor()))
+                if not route_paths:
+                    fail("no routes: add one, or pass --route", EXIT_NOT_FOUND)
+            plan = _build_generated_plan(callers, route_paths, start, end, events, chosen_seed)
+            with _progress() as progress:
+                task = progress.add_task("writing", total=events)
+                batches = tally.count(generate_events(plan))
+                new = await write_events(services, batches, lambda n: progress.advance(task, n))
+            return new, 0, None
+
+    started = time.perf_counter()
+    stored, rejected, first_rejection = run(body)
+    elapsed_s = time.perf_counter() - started
+    rows = []
+    for path, calls in sorted(tally.calls_by_route.items()):
+        errors = tally.errors_by_route[path]
+        rows.append((path, calls, errors, f"{100 * errors / calls:.1f} %"))
+    print_table("Generated usage by route", ("route", "calls", "errors", "error rate"), rows)
+    where = f"posted to {url}" if url else "written to the store"
+    outcome = f"{stored} accepted, {rejected} rejected" if url else f"{stored} new"
+    stdout.print(
+        f"{tally.events} event(s) for {len(tally.token_hashes)} token(s) {where} in "
+        f"{elapsed_s:.1f} s ({outcome}); {tally.errors} error(s) "
+        f"({100 * tally.errors / max(1, tally.events):.1f} %); "
+        f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC; seed {chosen_seed}.",
+        highlight=False,
+    )
+    if first_rejection:
+        stderr.print(f"first rejection: {first_rejection}", highlight=False)
