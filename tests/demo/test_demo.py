@@ -328,6 +328,41 @@ def test_the_history_spans_30_days_with_errors_an_idle_token_and_a_burst(
     assert {row["route_path"] for row in burst} == {"/api/openai"}
 
 
+def test_the_detectors_report_the_burst_and_nothing_else_in_the_history(
+    demo: RunningDemo, admin: httpx.Client
+) -> None:
+    assert re.search(r"Security\s+http://\S+/security\s+\([1-9]\d* open finding", demo.banner.text)
+    answer = admin.get("/api/security/findings", params={"limit": 500})
+    assert answer.status_code == 200, answer.text
+    findings = answer.json()["findings"]
+    history_until = datetime.fromisoformat(
+        json.loads((demo.data_dir / "demo.json").read_text())["history_until"]
+    )
+    # What the detectors found in the history (not in the calls the tests above made).
+    from_history = [f for f in findings if datetime.fromisoformat(f["first_seen"]) < history_until]
+    tokens = {token["name"]: token["id"] for token in admin.get("/api/tokens").json()}
+    burst_token = tokens["research sandbox"]
+    by_kind = {f["kind"]: f for f in from_history}
+
+    new_network = by_kind["new_network"]
+    assert new_network["token_id"] == burst_token
+    assert new_network["ip_address"] == "203.0.113.50"
+    assert new_network["evidence"]["network"] == "203.0.113.0/24"
+    assert new_network["team_id"] == "research-team"
+    # The burst is 4 days 5 hours before the history's end, 40 minutes long.
+    burst_start = history_until - timedelta(days=4, hours=5)
+    first_seen = datetime.fromisoformat(new_network["first_seen"])
+    assert burst_start <= first_seen < burst_start + timedelta(minutes=40)
+
+    volume = by_kind["volume_spike"]
+    assert volume["token_id"] == burst_token
+    assert volume["evidence"]["calls"] >= 10 * max(1, volume["evidence"]["baseline_median"])
+    assert by_kind["new_user_agent"]["evidence"]["agent"] == "python-httpx"
+    # The normal traffic of the other tokens raised nothing.
+    assert {f["token_id"] for f in from_history} == {burst_token}
+    assert len(from_history) == len(by_kind)
+
+
 def test_a_second_demo_on_the_same_data_dir_is_refused(demo: RunningDemo) -> None:
     result = run_demo(demo.data_dir, demo_ports())
     assert result.returncode == 4

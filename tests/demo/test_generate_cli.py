@@ -5,6 +5,7 @@ key; bad input refused with the documented exit codes."""
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -130,6 +131,38 @@ async def test_generate_defaults_to_every_active_token_and_route(
     assert {route for _, route in seen} == {"/api/only"}
 
 
+async def test_generate_plants_anomalies_the_detectors_then_find(
+    services: Services, admin: Actor, tmp_path: Path, database_url: str
+) -> None:
+    issued = await issue_tokens(services, admin, 3)
+    cli = Cli(cli_environment(tmp_path, database_url))
+    result = await asyncio.to_thread(
+        cli, "usage", "generate", "-n", "4000", "--seed", "5", "--window", "7d",
+        "--route", "/api/a", "--route", "/api/b",
+        "--inject", "new_network", "--inject", "rate_limit_burst",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    output = " ".join(result.stdout.split())
+    planted = dict(re.findall(r"planted (\w+): \d+ planted calls \(token (\d+)\)", output))
+    assert set(planted) == {"new_network", "rate_limit_burst"}
+    assert {int(token_id) for token_id in planted.values()} <= {id_ for id_, _ in issued}
+
+    since = (datetime.now(UTC) - timedelta(days=8)).isoformat()
+    detected = await asyncio.to_thread(cli, "security", "run", "--since", since, "--json")
+    assert detected.returncode == 0, detected.stderr
+
+    findings, _ = await services.security.findings.list(admin, limit=500)
+    # What was planted, and nothing in the normal traffic around it.
+    assert sorted((f.kind, f.token_id) for f in findings) == sorted(
+        (kind, int(token_id)) for kind, token_id in planted.items()
+    )
+    new_network = next(f for f in findings if f.kind == "new_network")
+    assert new_network.ip_address == "45.77.3.19"
+    assert new_network.evidence["network"] == "45.77.3.0/24"
+    rate_limited = next(f for f in findings if f.kind == "rate_limit_burst")
+    assert rate_limited.evidence["by_status"] == {"429": rate_limited.evidence["count"]}
+
+
 @dataclass(frozen=True)
 class OnSqlite:
     """For tests of the command's own logic and of posting: the store under them is tested on
@@ -222,6 +255,8 @@ async def test_generate_posts_to_a_running_instance_with_an_ingest_key(
         (["--token", "999", "--route", "/a"], 3, "token 999 not found"),
         (["--route", "/a"], 3, "no active tokens"),
         (["--events", "0"], 2, "--events"),
+        (["--inject", "route_error_spike", "--route", "/a"], 2, "cannot be planted"),
+        (["--inject", "new_network", "--window", "24h", "--route", "/a"], 2, "at least 7 days"),
     ],
 )
 def test_generate_refuses_bad_input(

@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tokenmanager.security.evaluation import PLAN_KINDS, PlannedAnomaly
+from tokenmanager.security.models import DetectorKind
 from tokenmanager.usage.events import UsageEvent
 from tokenmanager.usage.synthetic import (
     BurstFromNewIp,
@@ -250,3 +252,36 @@ def test_drawn_profiles_are_plausible_and_seeded() -> None:
     assert sorted(c.token_id for c in callers) == list(range(20))
     assert all(set(c.routes) <= set(paths) and c.routes for c in callers)
     assert draw_callers(tokens, paths, random.Random(1)) == callers
+
+
+@pytest.mark.parametrize("kind", PLAN_KINDS)
+def test_the_detectors_evaluation_injectors_plant_into_a_plan(kind: DetectorKind) -> None:
+    traffic = plan(5000, injectors=(PlannedAnomaly(kind, caller_index=1),))
+    (injection,) = inject(traffic)
+    anomaly, planted = injection.anomaly, injection.events
+    assert anomaly.kind == kind
+    assert planted
+    assert all(START <= event.used_at < END for event in planted)
+    assert all(
+        anomaly.start <= event.used_at <= anomaly.end + timedelta(hours=1) for event in planted
+    )
+    if kind == DetectorKind.AUTH_FAILURE_BURST:  # made-up tokens, no caller's
+        assert {event.token_hash for event in planted} == {""}
+        assert anomaly.token_id is None
+    else:
+        assert {(event.token_hash, event.token_id) for event in planted} == {(QUIET.token_hash, 2)}
+        assert anomaly.token_id == QUIET.token_id
+        assert {event.route_path for event in planted} <= {*QUIET.routes, None}
+    # Planted on top of the normal traffic, which stays as it was; and reproducibly.
+    assert count_events(traffic) == 5000 + len(planted)
+    assert [e.event_id for e in flatten(traffic)] == [e.event_id for e in flatten(traffic)]
+    normal = {e.event_id for e in flatten(plan(5000))}
+    assert normal <= {e.event_id for e in flatten(traffic)}
+
+
+def test_kinds_a_plan_cannot_carry_are_refused() -> None:
+    with pytest.raises(ValueError, match="cannot be planted"):
+        inject(plan(100, injectors=(PlannedAnomaly(DetectorKind.ROUTE_ERROR_SPIKE),)))
+    short = plan(100, start=END - timedelta(days=2), injectors=(PlannedAnomaly(PLAN_KINDS[0]),))
+    with pytest.raises(ValueError, match="at least 7 days"):
+        inject(short)

@@ -130,6 +130,7 @@ SNIPPET_TOKEN_NAME = "n8n production"  # noqa: S105 - a name; it has openai:chat
 BURST_TOKEN_NAME = "research sandbox"  # noqa: S105 - a name
 BURST_IP = "203.0.113.50"  # documentation range: a new address, never used before
 BURST_AGO = timedelta(days=4, hours=5)
+DETECT_SLICE = timedelta(hours=6)
 
 
 # -- the data dir: lock, state file, reset -------------------------------------------------------
@@ -332,12 +333,56 @@ async def _write_history(
         return await write_events(services, generate_events(plan), on_written)
 
 
+async def _detect(services: Services, start: datetime, stop: asyncio.Event) -> int:
+    """The detectors over every usage row from `start` on, as `tokenmanager security run
+    --since` does (the control plane's own runs look back only an hour, so the history's
+    anomalies would never be read), handing findings to the same alerts and responses.
+    Returns how many findings are open."""
+    from tokenmanager.security.models import FindingStatus
+    from tokenmanager.security.monitor import SecurityMonitor
+
+    live = services.security.monitor
+    # Slices of DETECT_SLICE rather than the live monitor's hour: a quarter of the runs, the
+    # same findings (each run's fixed cost, not the rows, dominates on a small history).
+    monitor = SecurityMonitor(
+        services.database,
+        thresholds=live.thresholds,
+        max_slice_s=DETECT_SLICE.total_seconds(),
+        max_rows=services.settings.security_detect_max_rows,
+    )
+    monitor.on_finding = live.on_finding
+    await monitor.start_at(start)
+    span_s = max(1.0, (utcnow() - start).total_seconds())
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f} %"),
+        TimeElapsedColumn(),
+        console=stderr,
+    )
+    with progress:
+        task = progress.add_task("security detectors", total=span_s)
+        while True:
+            result = await monitor.run_once()
+            progress.update(task, completed=(result.slice_end - start).total_seconds())
+            if result.is_caught_up:
+                break
+            if stop.is_set():
+                raise SetupInterruptedError
+    _, open_findings = await services.security.findings.list(
+        cli_actor(), status=FindingStatus.OPEN, limit=1
+    )
+    return open_findings
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     state: dict[str, Any]
     admin_password: str | None  # only on the run that created the admin
     history_events: int
     history_s: float
+    detect_s: float
+    open_findings: int
 
 
 async def _prepare(settings: Settings, upstream_port: int) -> Prepared:
@@ -372,13 +417,18 @@ async def _prepare(settings: Settings, upstream_port: int) -> Prepared:
             admin_password, tokens = await _create_objects(services, upstream_port, start)
             plan = build_demo_plan(tokens, start, now, events=HISTORY_EVENTS, seed=1)
             written = await _write_history(services, plan, "30 days of usage", stop)
+            detect_from = start
             state = {"status": "ready", "tokens": tokens, "history_until": now.isoformat()}
         else:
             await _point_routes_at(services, upstream_port)
+            detect_from = max(datetime.fromisoformat(state["history_until"]), now - HISTORY)
             written = await _catch_up(services, state, now, stop)
+        history_s = time.perf_counter() - started
+        open_findings = await _detect(services, detect_from, stop)
+        detect_s = time.perf_counter() - started - history_s
         state["history_until"] = now.isoformat()
         _write_state(data_dir, state)
-        return Prepared(state, admin_password, written, time.perf_counter() - started)
+        return Prepared(state, admin_password, written, history_s, detect_s, open_findings)
     finally:
         await services.close()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -546,6 +596,8 @@ def format_banner(settings: Settings, ports: dict[str, int], prepared: Prepared)
         f"  API docs       {control}/docs",
         f"  Gateway        {gateway}",
         f"  Mock upstream  http://{HOST}:{ports['--upstream-port']}",
+        f"  Security       {control}/security   ({prepared.open_findings} open finding(s); "
+        f"the detectors read the history in {prepared.detect_s:.1f} s)",
         f"  Admin login    {login}",
         f"  Data dir       {settings.data_dir} (token secrets in {STATE_FILE}, mode 0600)",
         "",

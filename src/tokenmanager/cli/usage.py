@@ -35,14 +35,19 @@ from tokenmanager.cli.output import (
 )
 from tokenmanager.clock import utcnow
 from tokenmanager.composition import Services
+from tokenmanager.security.evaluation import PLAN_KINDS, PLAN_MIN_SPAN, PlannedAnomaly
+from tokenmanager.security.models import DetectorKind
 from tokenmanager.storage import maintenance
 from tokenmanager.storage.usage import insert_usage_events
 from tokenmanager.usage.events import UsageEvent
 from tokenmanager.usage.synthetic import (
+    Anomaly,
     TrafficPlan,
+    count_events,
     draw_callers,
     draw_routes,
     generate_events,
+    inject,
     rebatch,
 )
 
@@ -193,7 +198,8 @@ class GeneratedTally:
                 self.calls_by_route[route] += 1
                 if event.is_error:
                     self.errors_by_route[route] += 1
-                self.token_hashes.add(event.token_hash)
+                if event.token_hash:  # not a made-up token of a planted credential-stuffing burst
+                    self.token_hashes.add(event.token_hash)
             self.events += len(batch)
             yield batch
 
@@ -358,6 +364,7 @@ def _build_generated_plan(
     end: datetime,
     events: int,
     seed: int,
+    anomalies: list[DetectorKind],
 ) -> TrafficPlan:
     rng = random.Random(seed)  # noqa: S311 - synthetic data, not secrets
     unique_paths = list(dict.fromkeys(route_paths))
@@ -368,7 +375,25 @@ def _build_generated_plan(
         end=end,
         events=events,
         seed=seed,
+        # each kind on another token while there are enough of them
+        injectors=tuple(PlannedAnomaly(kind, index) for index, kind in enumerate(anomalies)),
     )
+
+
+def _check_anomalies(kinds: list[DetectorKind], start: datetime, end: datetime) -> None:
+    unsupported = [str(kind) for kind in kinds if kind not in PLAN_KINDS]
+    if unsupported:
+        fail(
+            f"--inject {', '.join(unsupported)}: cannot be planted in generated usage; choose "
+            f"from {', '.join(PLAN_KINDS)}",
+            EXIT_INVALID,
+        )
+    if kinds and end - start < PLAN_MIN_SPAN:
+        fail(
+            f"--inject needs at least {PLAN_MIN_SPAN.days} days of usage (the detectors learn a "
+            "token's habits first): use --window 30d or a longer --since",
+            EXIT_INVALID,
+        )
 
 
 @app.command("generate")
@@ -403,10 +428,18 @@ def generate(
     ingest_key_stdin: Annotated[
         bool, typer.Option("--ingest-key-stdin", help="Read the ingest key for --url from stdin.")
     ] = False,
+    anomalies: Annotated[
+        list[DetectorKind] | None,
+        typer.Option(
+            "--inject", help="Plant an anomaly the KIND detector should find; repeat for more."
+        ),
+    ] = None,
 ) -> None:
     """Generate synthetic usage (diurnal and weekday pattern, per-route latency, 1-3 % errors)
     and write it to the store, or post it to a running instance with an ingest key."""
     start, end = _generate_span(window, since, until)
+    kinds = list(dict.fromkeys(anomalies or []))
+    _check_anomalies(kinds, start, end)
     hashes = _check_token_hashes(token_hash or [])
     route_paths = list(route or [])
     chosen_seed = seed if seed is not None else random.randrange(2**32)  # noqa: S311
@@ -423,15 +456,17 @@ def generate(
         ingest_key = _read_ingest_key(ingest_key_stdin)
 
     tally = GeneratedTally()
+    planted: list[Anomaly] = []
 
     async def body() -> tuple[int, int, str | None]:
         if url is not None:
             assert ingest_key is not None
             plan = _build_generated_plan(
-                [(h, None) for h in hashes], route_paths, start, end, events, chosen_seed
+                [(h, None) for h in hashes], route_paths, start, end, events, chosen_seed, kinds
             )
+            planted.extend(injection.anomaly for injection in inject(plan))
             with _progress() as progress:
-                task = progress.add_task("posting", total=events)
+                task = progress.add_task("posting", total=count_events(plan))
                 return await _post_events(
                     url,
                     ingest_key,
@@ -444,9 +479,12 @@ def generate(
                 route_paths.extend(r.path_prefix for r in await services.routes.list(cli_actor()))
                 if not route_paths:
                     fail("no routes: add one, or pass --route", EXIT_NOT_FOUND)
-            plan = _build_generated_plan(callers, route_paths, start, end, events, chosen_seed)
+            plan = _build_generated_plan(
+                callers, route_paths, start, end, events, chosen_seed, kinds
+            )
+            planted.extend(injection.anomaly for injection in inject(plan))
             with _progress() as progress:
-                task = progress.add_task("writing", total=events)
+                task = progress.add_task("writing", total=count_events(plan))
                 batches = tally.count(generate_events(plan))
                 new = await write_events(services, batches, lambda n: progress.advance(task, n))
             return new, 0, None
@@ -468,5 +506,11 @@ def generate(
         f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC; seed {chosen_seed}.",
         highlight=False,
     )
+    for anomaly in planted:
+        stdout.print(
+            f"planted {anomaly.description}, {anomaly.start:%Y-%m-%d %H:%M} to "
+            f"{anomaly.end:%Y-%m-%d %H:%M} UTC",
+            highlight=False,
+        )
     if first_rejection:
         stderr.print(f"first rejection: {first_rejection}", highlight=False)

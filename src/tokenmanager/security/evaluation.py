@@ -5,15 +5,16 @@ injected near its end, each recorded as a `Label`. `score` turns findings into p
 recall per detector.
 
 Built here because no shared synthetic-history generator existed when the detectors were
-written; the injectors are plain functions over the event list, so another generator can reuse
-them. Pure except `store_events`.
+written; the injectors are plain functions over the event list, and `PlannedAnomaly` plants
+them in a `tokenmanager.usage.synthetic` plan (`tokenmanager usage generate --inject`). Pure
+except `store_events`.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -22,6 +23,7 @@ from tokenmanager.security.models import DetectorKind, Finding
 from tokenmanager.storage.database import Database
 from tokenmanager.storage.usage import insert_usage_events
 from tokenmanager.usage.events import UsageEvent
+from tokenmanager.usage.synthetic import HOUR, Anomaly, Injection, TrafficPlan, event_id_at
 
 MATCH_SLACK = timedelta(hours=1)
 Injector = Callable[["Scenario", random.Random], None]
@@ -48,6 +50,8 @@ class TokenProfile:
     ips: tuple[str, ...]
     agent: str  # a template with {v} for the version
     routes: tuple[str, ...]
+    # route: (median latency ms, server error rate); ROUTES when None
+    route_figures: Mapping[str, tuple[float, float]] | None = None
 
     def rate_at(self, hour: datetime) -> float:
         if self.schedule == "office":
@@ -145,7 +149,7 @@ def _call(
     **overrides: object,
 ) -> UsageEvent:
     route = rng.choice(profile.routes)
-    median_ms, error_rate = ROUTES[route]
+    median_ms, error_rate = (profile.route_figures or ROUTES)[route]
     if status is None:
         roll = rng.random()
         status = rng.choice((500, 502)) if roll < error_rate else 200
@@ -397,6 +401,76 @@ _INJECTORS: dict[DetectorKind, Injector] = {
     DetectorKind.EXPIRED_TOKEN_USE: _inject_stale(DetectorKind.EXPIRED_TOKEN_USE, 6, "expired", 28),
     DetectorKind.REVOKED_TOKEN_USE: _inject_stale(DetectorKind.REVOKED_TOKEN_USE, 7, "revoked", 33),
 }
+
+
+# -- the same injectors in a usage.synthetic plan ------------------------------------------------
+
+PLAN_KINDS = (
+    DetectorKind.VOLUME_SPIKE,
+    DetectorKind.NEW_NETWORK,
+    DetectorKind.NEW_USER_AGENT,
+    DetectorKind.AUTH_FAILURE_BURST,
+    DetectorKind.RATE_LIMIT_BURST,
+    DetectorKind.EXPIRED_TOKEN_USE,
+    DetectorKind.REVOKED_TOKEN_USE,
+)
+"""What `PlannedAnomaly` can plant in any plan. Not the route kinds (their injectors pick this
+module's routes and their users), off_hours (a plan's callers call at every hour, so no hour
+is unusual) nor grace_secret_use (the token must be rotated after the history is stored)."""
+PLAN_MIN_SPAN = timedelta(days=7)  # injected up to 60 h before the end, after 3 learning days
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedAnomaly:
+    """This module's injector for `kind` as a `tokenmanager.usage.synthetic.AnomalyInjector`:
+    planted on the plan's caller at `caller_index` (wrapping around) in the plan's last days,
+    at the caller's own rate, addresses, client and routes. The events get reproducible ids,
+    so the same plan gives the same events."""
+
+    kind: DetectorKind
+    caller_index: int = 0
+
+    def inject(self, plan: TrafficPlan, rng: random.Random) -> Injection:
+        if self.kind not in PLAN_KINDS:
+            raise ValueError(f"{self.kind} cannot be planted in a plan")
+        if plan.end - plan.start < PLAN_MIN_SPAN:
+            raise ValueError(
+                f"planting an anomaly needs a plan of at least {PLAN_MIN_SPAN.days} days"
+            )
+        caller = plan.callers[self.caller_index % len(plan.callers)]
+        share = caller.weight / sum(c.weight for c in plan.callers)
+        mean_per_hour = plan.events * share / ((plan.end - plan.start) / HOUR)
+        profile = TokenProfile(
+            token=SyntheticToken(caller.token_id or 0, caller.token_hash),
+            schedule="always",
+            # about the caller's busiest hours (twice the mean: the plan's diurnal curve)
+            calls_per_hour=max(20.0, 2 * mean_per_hour),
+            ips=caller.ip_addresses,
+            agent=caller.user_agent.replace("{", "{{").replace("}", "}}"),
+            routes=caller.routes or tuple(route.path for route in plan.routes),
+            route_figures={
+                route.path: (route.median_ms, route.error_rate) for route in plan.routes
+            },
+        )
+        scenario = Scenario(plan.start, floor_time(plan.end, 3600), [profile] * 9)
+        _INJECTORS[self.kind](scenario, rng)
+        (label,) = scenario.labels
+        events = sorted(scenario.events, key=lambda event: event.used_at)
+        for event in events:
+            if event.token_hash:  # not the made-up tokens of a credential-stuffing burst
+                event.token_id = caller.token_id
+            event.event_id = event_id_at(event.used_at, rng)
+            event.source = caller.source
+        subject = label.ip_address or f"token {caller.token_id or caller.token_hash[:12]}"
+        anomaly = Anomaly(
+            kind=str(self.kind),
+            token_hash=caller.token_hash if label.token_id is not None else "",
+            token_id=caller.token_id if label.token_id is not None else None,
+            start=label.start,
+            end=label.end,
+            description=f"{self.kind}: {len(events)} planted calls ({subject})",
+        )
+        return Injection(anomaly, events)
 
 
 def score(
