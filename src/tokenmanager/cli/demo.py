@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tokenmanager.access.actor import Role, cli_actor
 from tokenmanager.cli.output import EXIT_CONFIG, EXIT_CONFLICT, exit_code_for, fail, stderr
-from tokenmanager.cli.servers import _uvicorn_server, check_port_free, exit_cleanly_after_signals
+from tokenmanager.cli.servers import check_port_free, exit_cleanly_after_signals, uvicorn_server
 from tokenmanager.clock import utcnow
 from tokenmanager.composition import Services
 from tokenmanager.errors import ConfigurationError, TokenManagerError
@@ -493,8 +493,10 @@ async def _run(settings: Settings, ports: dict[str, int], banner: str) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, request_stop)
     servers += [
-        _uvicorn_server(create_app(settings, build_services(settings)), HOST, ports["--port"]),
-        _uvicorn_server(build_gateway_app(settings), HOST, ports["--gateway-port"]),
+        uvicorn_server(create_app(settings, build_services(settings)), HOST, ports["--port"]),
+        uvicorn_server(
+            build_gateway_app(settings), HOST, ports["--gateway-port"], proxy_headers=False
+        ),
     ]
     async with _mock_upstream(ports["--upstream-port"]):
         tasks = [asyncio.create_task(server.serve()) for server in servers]

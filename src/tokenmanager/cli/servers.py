@@ -70,7 +70,7 @@ def _prepare_database(settings: Settings, run_migrations: bool) -> None:
         fail(f"cannot reach the database: {exc}", EXIT_CONFIG)
 
 
-def _uvicorn_server(app: Any, host: str, port: int, *, proxy_headers: bool = True) -> Any:
+def uvicorn_server(app: Any, host: str, port: int, *, proxy_headers: bool = True) -> Any:
     import uvicorn
 
     from tokenmanager.gateway.server import GRACEFUL_SHUTDOWN_S
@@ -109,12 +109,10 @@ def serve(
     if not no_gateway:
         check_port_free(host, gateway_port, "--gateway-port")
     try:
-        servers = [_uvicorn_server(create_app(settings, build_services(settings)), host, port)]
+        servers = [uvicorn_server(create_app(settings, build_services(settings)), host, port)]
         if not no_gateway:
             servers.append(
-                _uvicorn_server(
-                    build_gateway_app(settings), host, gateway_port, proxy_headers=False
-                )
+                uvicorn_server(build_gateway_app(settings), host, gateway_port, proxy_headers=False)
             )
     except ConfigurationError as exc:
         fail(exc.message, EXIT_CONFIG)
