@@ -26,6 +26,10 @@ UNKNOWN_TOKEN_NAME = "unknown token"  # noqa: S105 - a label, not a secret
 TOP_LIMIT = 10
 MAX_HOURLY_POINTS = 31 * 24
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+# Groupings of rollup rows (analytics_sql.read_groupings)
+PERIOD = ("period",)
+TOKEN = ("token_id", "token_hash")
+ROUTE = ("route_path",)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -82,18 +86,17 @@ class AnalyticsService:
         where = UsageFilter(team_ids=self._team_scope(actor, team_id))
         now = utcnow()
         async with self._db.read() as connection:
-            totals = await analytics_sql.read_totals(connection, window, where)
-            unique_tokens, used_token_ids = await analytics_sql.read_distinct_tokens(
-                connection, window, where
+            grouped = await analytics_sql.read_groupings(
+                connection,
+                window,
+                where,
+                [PERIOD, TOKEN, ROUTE],
+                hourly=[PERIOD] if bucket == "hour" else [],
             )
-            idle_tokens = await analytics_sql.count_active_tokens(
-                connection, now, where.team_ids, unused_in=window
-            )
-            series = await self._series(connection, window, where, bucket)
-            top_tokens = await self._top_tokens(connection, window, where, TOP_LIMIT)
-            top_routes = await analytics_sql.read_grouped(
-                connection, window, where, ("route_path",), limit=TOP_LIMIT
-            )
+            active_ids = await analytics_sql.read_active_token_ids(connection, now, where.team_ids)
+            top_tokens = await self._token_entries(connection, grouped[TOKEN], TOP_LIMIT)
+        totals = _total(grouped[ROUTE])
+        unique_tokens, used_ids = analytics_sql.distinct_tokens(grouped[TOKEN])
         return {
             "window": _window_view(window, bucket),
             "overview": {
@@ -104,41 +107,24 @@ class AnalyticsService:
                 "error_rate": totals.error_rate,
                 **totals.latency_summary(),
                 "unique_tokens": unique_tokens,
-                "active_tokens": used_token_ids,
-                "idle_tokens": idle_tokens,
+                "active_tokens": len(used_ids),
+                # Active tokens without a call in the window (a revoked or expired token's
+                # calls do not make an active one busy).
+                "idle_tokens": len(active_ids - used_ids),
                 "bytes_in": totals.bytes_in,
                 "bytes_out": totals.bytes_out,
             },
-            "hourly_usage": series,
+            "hourly_usage": _series(window, grouped[PERIOD], bucket),
             "top_tokens": top_tokens,
-            "top_routes": [_route_entry(key[0], figures) for key, figures in top_routes],
+            "top_routes": [
+                _route_entry(key[0], figures) for key, figures in grouped[ROUTE][:TOP_LIMIT]
+            ],
         }
 
-    async def _series(
-        self, connection: Any, window: Window, where: UsageFilter, bucket: str
+    async def _token_entries(
+        self, connection: Any, grouped: analytics_sql.Grouped, limit: int | None
     ) -> list[dict[str, Any]]:
-        """One point per hour (or day) of the window, zeros included, oldest first.
-
-        The key stays `hour` as in the seed; with bucket=day it holds the day's start.
-        """
-        # An hourly series reads hourly rows only: a daily row's period is its midnight, which
-        # would land the whole day's calls on the midnight hour.
-        grouped = await analytics_sql.read_grouped(
-            connection, window, where, ("period",), hourly_only=bucket == "hour"
-        )
-        by_start: dict[datetime, Totals] = {}
-        fold = day_of if bucket == "day" else (lambda moment: moment)
-        for (period,), figures in grouped:
-            by_start.setdefault(fold(period), Totals()).add(figures)
-        starts = day_starts(window) if bucket == "day" else hour_starts(window)
-        return [_series_point(start, by_start.get(start, Totals())) for start in starts]
-
-    async def _top_tokens(
-        self, connection: Any, window: Window, where: UsageFilter, limit: int | None
-    ) -> list[dict[str, Any]]:
-        grouped = await analytics_sql.read_grouped(
-            connection, window, where, ("token_id", "token_hash")
-        )
+        """Entries of groups by TOKEN, busiest first, with the tokens' names."""
         # A rotated token has several hashes: its rows are merged under its id. Unknown hashes
         # stay apart, each its own "unknown token".
         merged: dict[Any, tuple[int | None, str, Totals]] = {}
@@ -176,6 +162,26 @@ class AnalyticsService:
             )
         return entries
 
+    # -- the dashboard's lists ---------------------------------------------------------------
+
+    async def calls_by_token(
+        self, actor: Actor, window: Window, *, team_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every token with calls in the window, busiest first (top_tokens' entries, no limit)."""
+        where = UsageFilter(team_ids=self._team_scope(actor, team_id))
+        async with self._db.read() as connection:
+            grouped = await analytics_sql.read_grouped(connection, window, where, TOKEN)
+            return await self._token_entries(connection, grouped, None)
+
+    async def calls_by_route(
+        self, actor: Actor, window: Window, *, team_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every route with calls in the window, busiest first (top_routes' entries, no limit)."""
+        where = UsageFilter(team_ids=self._team_scope(actor, team_id))
+        async with self._db.read() as connection:
+            grouped = await analytics_sql.read_grouped(connection, window, where, ROUTE)
+        return [_route_entry(key[0], figures) for key, figures in grouped]
+
     # -- /api/usage/token/{id} -----------------------------------------------------------
 
     async def token_usage(
@@ -184,16 +190,15 @@ class AnalyticsService:
         token = await self._visible_token(actor, token_id)
         where = UsageFilter(token_id=token_id)
         async with self._db.read() as connection:
-            totals = await analytics_sql.read_totals(connection, window, where)
+            grouped = await analytics_sql.read_groupings(
+                connection, window, where, [ROUTE, PERIOD], hourly=[PERIOD]
+            )
             first_used, last_used = await analytics_sql.read_first_and_last_use(connection, where)
             recent = await analytics_sql.read_recent_usage(
                 connection, where, limit=limit, offset=offset
             )
-            routes = await analytics_sql.read_grouped(connection, window, where, ("route_path",))
-            hourly = await analytics_sql.read_grouped(
-                connection, window, where, ("period",), hourly_only=True
-            )
             errors = await analytics_sql.read_error_breakdown(connection, window, where)
+        totals = _total(grouped[ROUTE])
         return {
             "window": _window_view(window),
             "token": {
@@ -215,8 +220,10 @@ class AnalyticsService:
             },
             "recent_usage": [_usage_entry(row) for row in recent],
             "recent_usage_page": {"limit": limit, "offset": offset, "returned": len(recent)},
-            "route_distribution": [_route_entry(key[0], figures) for key, figures in routes],
-            "time_profile": _time_profile(hourly),
+            "route_distribution": [
+                _route_entry(key[0], figures) for key, figures in grouped[ROUTE]
+            ],
+            "time_profile": _time_profile(grouped[PERIOD]),
             "errors": _errors_view(errors),
         }
 
@@ -226,11 +233,19 @@ class AnalyticsService:
         self, actor: Actor, route_path: str, window: Window, *, team_id: str | None = None
     ) -> dict[str, Any]:
         where = UsageFilter(team_ids=self._team_scope(actor, team_id), route_path=route_path)
+        # The latency trend is hourly for windows up to 31 days, daily beyond.
+        bucket = "hour" if window.hours <= MAX_HOURLY_POINTS else "day"
         async with self._db.read() as connection:
-            totals = await analytics_sql.read_totals(connection, window, where)
-            tokens = await self._top_tokens(connection, window, where, None)
-            trend = await self._latency_trend(connection, window, where)
+            grouped = await analytics_sql.read_groupings(
+                connection,
+                window,
+                where,
+                [TOKEN, PERIOD],
+                hourly=[PERIOD] if bucket == "hour" else [],
+            )
+            tokens = await self._token_entries(connection, grouped[TOKEN], None)
             errors = await analytics_sql.read_error_breakdown(connection, window, where)
+        totals = _total(grouped[TOKEN])
         return {
             "window": _window_view(window),
             "route": {"route_path": route_path},
@@ -243,16 +258,9 @@ class AnalyticsService:
                 **totals.latency_summary(),
             },
             "token_distribution": tokens,
-            "latency_trend": trend,
+            "latency_trend": _series(window, grouped[PERIOD], bucket),
             "errors": _errors_view(errors),
         }
-
-    async def _latency_trend(
-        self, connection: Any, window: Window, where: UsageFilter
-    ) -> list[dict[str, Any]]:
-        """Per hour for windows up to 31 days, per day beyond."""
-        bucket = "hour" if window.hours <= MAX_HOURLY_POINTS else "day"
-        return await self._series(connection, window, where, bucket)
 
     # -- drill-downs ---------------------------------------------------------------------
 
@@ -346,6 +354,28 @@ class AnalyticsService:
         async with self._db.read() as connection:
             async for row in analytics_sql.stream_usage_rows(connection, window, where):
                 yield _raw_record(row)
+
+
+def _total(grouped: analytics_sql.Grouped) -> Totals:
+    """The window's totals, from the groups of any one grouping: each rollup row is in exactly
+    one group, so this is exact, and the database need not compute them as a grouping of
+    their own."""
+    total = Totals()
+    for _, figures in grouped:
+        total.add(figures)
+    return total
+
+
+def _series(window: Window, by_period: analytics_sql.Grouped, bucket: str) -> list[dict[str, Any]]:
+    """One point per hour (or day) of the window, zeros included, oldest first, from groups by
+    PERIOD (hourly rows for bucket=hour). The key stays `hour` as in the seed; with bucket=day
+    it holds the day's start."""
+    by_start: dict[datetime, Totals] = {}
+    fold = day_of if bucket == "day" else (lambda moment: moment)
+    for (period,), figures in by_period:
+        by_start.setdefault(fold(period), Totals()).add(figures)
+    starts = day_starts(window) if bucket == "day" else hour_starts(window)
+    return [_series_point(start, by_start.get(start, Totals())) for start in starts]
 
 
 def _series_point(start: datetime, figures: Totals) -> dict[str, Any]:

@@ -85,48 +85,110 @@ def _measures(source: Any) -> list[Any]:
     ]
 
 
+Grouping = tuple[str, ...]
+Grouped = list[tuple[tuple[Any, ...], Totals]]
+
+
+async def read_groupings(
+    connection: AsyncConnection,
+    window: Window,
+    where: UsageFilter,
+    groupings: Collection[Grouping],
+    *,
+    hourly: Collection[Grouping] = (),
+) -> dict[Grouping, Grouped]:
+    """Totals per value of each grouping's keys (e.g. ("route_path",)), busiest first; the
+    grouping () has one entry, the window's totals.
+
+    Groupings in `hourly` read hourly rows only (a daily row's period is its midnight, which
+    would put a whole day on one hour); the others read the daily rollup for whole days. Each
+    source is read once for all its groupings: the dashboard's figures cost one or two scans
+    instead of one per figure.
+    """
+    days, _ = split_by_day(window)
+    if days is None:  # no whole day: both sources are the hourly rows, one scan does
+        passes = [(True, list(groupings))]
+    else:
+        passes = [
+            (True, [g for g in groupings if g in hourly]),
+            (False, [g for g in groupings if g not in hourly]),
+        ]
+    results: dict[Grouping, Grouped] = {}
+    for hourly_only, chosen in passes:
+        if chosen:
+            source = rollup_source(window, where, hourly_only=hourly_only)
+            results.update(await _read_source(connection, source, chosen))
+    return results
+
+
+async def _read_source(
+    connection: AsyncConnection, source: Any, groupings: list[Grouping]
+) -> dict[Grouping, Grouped]:
+    results: dict[Grouping, Grouped] = {grouping: [] for grouping in groupings}
+    if connection.dialect.name != "postgresql" or len(results) == 1:
+        # SQLite has no GROUPING SETS: one query per grouping.
+        for grouping in results:
+            query = sa.select(*(source.c[key] for key in grouping), *_measures(source))
+            if grouping:
+                query = query.group_by(*(source.c[key] for key in grouping))
+            for row in await connection.execute(query):
+                results[grouping].append((tuple(row._mapping[k] for k in grouping), Totals.of(row)))
+    else:
+        keys = list(dict.fromkeys(key for grouping in results for key in grouping))
+        # GROUPING(keys) has a bit set, first key highest, for each key a row is not grouped by.
+        masks = {
+            sum(1 << (len(keys) - 1 - i) for i, key in enumerate(keys) if key not in g): g
+            for g in results
+        }
+        query = sa.select(
+            *(source.c[key] for key in keys),
+            sa.func.grouping(*(source.c[key] for key in keys)).label("grouping_mask"),
+            *_measures(source),
+        ).group_by(sa.func.grouping_sets(*(sa.tuple_(*(source.c[k] for k in g)) for g in results)))
+        for row in await connection.execute(query):
+            grouping = masks[row.grouping_mask]
+            values = tuple(row._mapping[key] for key in grouping)
+            results[grouping].append((values, Totals.of(row)))
+    for grouped in results.values():
+        grouped.sort(key=_busiest_first)
+    if () in results and not results[()]:
+        results[()] = [((), Totals())]
+    return results
+
+
+def _busiest_first(entry: tuple[tuple[Any, ...], Totals]) -> tuple[Any, ...]:
+    """Most calls first, ties by key (None after values, as PostgreSQL sorts)."""
+    values, figures = entry
+    return (-figures.calls, *((value is None, value) for value in values))
+
+
 async def read_totals(connection: AsyncConnection, window: Window, where: UsageFilter) -> Totals:
-    source = rollup_source(window, where)
-    row = (await connection.execute(sa.select(*_measures(source)))).one()
-    return Totals.of(row)
+    grouped = await read_groupings(connection, window, where, [()])
+    return grouped[()][0][1]
 
 
 async def read_grouped(
     connection: AsyncConnection,
     window: Window,
     where: UsageFilter,
-    keys: tuple[str, ...],
+    keys: Grouping,
     *,
-    limit: int | None = None,
     hourly_only: bool = False,
-) -> list[tuple[tuple[Any, ...], Totals]]:
-    """Totals per value of `keys` (e.g. ("route_path",)), busiest first."""
-    source = rollup_source(window, where, hourly_only=hourly_only)
-    key_columns = [source.c[key] for key in keys]
-    query = (
-        sa.select(*key_columns, *_measures(source))
-        .group_by(*key_columns)
-        .order_by(sa.func.sum(source.c.calls).desc(), *key_columns)
+) -> Grouped:
+    """Totals per value of `keys`, busiest first."""
+    grouped = await read_groupings(
+        connection, window, where, [keys], hourly=[keys] if hourly_only else []
     )
-    if limit is not None:
-        query = query.limit(limit)
-    rows = await connection.execute(query)
-    return [(tuple(row._mapping[key] for key in keys), Totals.of(row)) for row in rows]
+    return grouped[keys]
 
 
-async def read_distinct_tokens(
-    connection: AsyncConnection, window: Window, where: UsageFilter
-) -> tuple[int, int]:
-    """(distinct tokens, distinct known token ids) with calls in the window. A token counts
-    once under all its hashes (a rotated token has two); each unknown hash counts as one."""
-    source = rollup_source(window, where)
-    unknown_hash = sa.case((source.c.token_id.is_(None), source.c.token_hash))
-    query = sa.select(
-        sa.func.count(sa.distinct(unknown_hash)),
-        sa.func.count(sa.distinct(source.c.token_id)),
-    )
-    unknown_hashes, ids = (await connection.execute(query)).one()
-    return int(unknown_hashes) + int(ids), int(ids)
+def distinct_tokens(by_token: Grouped) -> tuple[int, set[int]]:
+    """(distinct tokens, the known token ids) among groups by ("token_id", "token_hash"). A
+    token counts once under all its hashes (a rotated token has two); each unknown hash counts
+    as one."""
+    ids = {token_id for (token_id, _), _ in by_token if token_id is not None}
+    unknown = {token_hash for (token_id, token_hash), _ in by_token if token_id is None}
+    return len(ids) + len(unknown), ids
 
 
 async def read_token_names(
@@ -141,30 +203,17 @@ async def read_token_names(
     return {row.id: (row.name, row.team_id) for row in await connection.execute(query)}
 
 
-async def count_active_tokens(
-    connection: AsyncConnection,
-    now: datetime,
-    team_ids: Collection[str] | None,
-    *,
-    unused_in: Window | None = None,
-) -> int:
-    """Tokens that are neither revoked nor expired; with `unused_in`, only those without a call
-    in that window (a revoked or expired token's calls do not make an active one busy)."""
-    query = (
-        sa.select(sa.func.count())
-        .select_from(tokens)
-        .where(
-            tokens.c.revoked_at.is_(None),
-            sa.or_(tokens.c.expires_at.is_(None), tokens.c.expires_at > now),
-        )
+async def read_active_token_ids(
+    connection: AsyncConnection, now: datetime, team_ids: Collection[str] | None
+) -> set[int]:
+    """Tokens that are neither revoked nor expired."""
+    query = sa.select(tokens.c.id).where(
+        tokens.c.revoked_at.is_(None),
+        sa.or_(tokens.c.expires_at.is_(None), tokens.c.expires_at > now),
     )
     if team_ids is not None:
         query = query.where(tokens.c.team_id.in_(list(team_ids)))
-    if unused_in is not None:
-        source = rollup_source(unused_in, UsageFilter(team_ids=team_ids))
-        used = sa.select(source.c.token_id).where(source.c.token_id.is_not(None))
-        query = query.where(tokens.c.id.not_in(used))
-    return int((await connection.execute(query)).scalar_one())
+    return set((await connection.execute(query)).scalars())
 
 
 async def read_idle_tokens(
@@ -232,35 +281,64 @@ async def read_first_and_last_use(
     return (convert(first) if convert else first), (convert(last) if convert else last)
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorCount:
+    value: Any
+    count: int
+
+
+_BREAKDOWN = {
+    "by_status": token_usage_logs.c.response_status,
+    "by_failure_kind": token_usage_logs.c.failure_kind,
+    "top_messages": token_usage_logs.c.error_message,
+}
+
+
 async def read_error_breakdown(
     connection: AsyncConnection, window: Window, where: UsageFilter, *, top_messages: int = 10
-) -> dict[str, list[Any]]:
-    """Errors in the window by status, by failure kind, and the most frequent messages."""
+) -> dict[str, list[ErrorCount]]:
+    """Errors in the window by status (a missing status too), by failure kind and the most
+    frequent messages (both without NULL), most frequent first, ties by value. PostgreSQL
+    counts all three in one scan of the error index (GROUPING SETS); SQLite, which lacks
+    them, runs one query each."""
     in_window = sa.and_(
         _IS_ERROR,
         token_usage_logs.c.used_at >= window.since,
         token_usage_logs.c.used_at < window.until,
     )
-    breakdown: dict[str, list[Any]] = {}
-    for name, column in (
-        ("by_status", token_usage_logs.c.response_status),
-        ("by_failure_kind", token_usage_logs.c.failure_kind),
-        ("top_messages", token_usage_logs.c.error_message),
-    ):
-        count = sa.func.count().label("count")
+    count = sa.func.count().label("count")
+    counted: dict[str, list[ErrorCount]] = {name: [] for name in _BREAKDOWN}
+    if connection.dialect.name == "postgresql":
+        columns = list(_BREAKDOWN.values())
+        mask = sa.func.grouping(*columns)
+        # GROUPING() sets a bit, first column highest, for each column a row is not grouped by.
+        masks = {0b011: "by_status", 0b101: "by_failure_kind", 0b110: "top_messages"}
         query = _raw_filter(
-            sa.select(column.label("value"), count)
+            sa.select(*columns, mask.label("grouping_mask"), count)
             .where(in_window)
-            .group_by(column)
-            .order_by(count.desc(), column),
+            .group_by(sa.func.grouping_sets(*(sa.tuple_(column) for column in columns))),
             where,
         )
-        if name != "by_status":
-            query = query.where(column.is_not(None))
-        if name == "top_messages":
-            query = query.limit(top_messages)
-        breakdown[name] = list(await connection.execute(query))
-    return breakdown
+        for row in await connection.execute(query):
+            name = masks[row.grouping_mask]
+            value = row._mapping[_BREAKDOWN[name].name]
+            if value is not None or name == "by_status":
+                counted[name].append(ErrorCount(value, row._mapping["count"]))
+    else:
+        for name, column in _BREAKDOWN.items():
+            query = _raw_filter(
+                sa.select(column.label("value"), count).where(in_window).group_by(column), where
+            )
+            if name != "by_status":
+                query = query.where(column.is_not(None))
+            counted[name] = [
+                ErrorCount(row.value, row._mapping["count"])
+                for row in await connection.execute(query)
+            ]
+    for entries in counted.values():
+        entries.sort(key=lambda entry: (-entry.count, entry.value is None, entry.value))
+    counted["top_messages"] = counted["top_messages"][:top_messages]
+    return counted
 
 
 async def read_recent_errors(
