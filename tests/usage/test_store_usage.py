@@ -211,6 +211,36 @@ async def test_insert_keeps_the_hourly_rollup_equal_to_the_oracle(
     assert await read_rollup(services, "day") == daily
 
 
+async def test_the_rollup_puts_latencies_at_every_bucket_bound_and_statuses_at_every_edge_right(
+    services: Services, token: IssuedToken
+) -> None:
+    """PostgreSQL computes the rollup deltas in SQL, SQLite in Python: both must count a
+    latency equal to a bucket's upper bound in that bucket, one more in the next, and class
+    and count as errors the statuses at and beyond 1xx-5xx's edges, missing ones too."""
+    token_hash = hash_token(token.token_secret)
+    bounds = [int(bound) for bound in BUCKET_UPPER_BOUNDS_MS if bound != float("inf")]
+    latencies = sorted({0, 10**6, *bounds, *(b + 1 for b in bounds), *(b - 1 for b in bounds)})
+    statuses = [None, 99, 100, 199, 200, 399, 400, 599, 600, 200, 502]
+    events = [
+        UsageEvent(
+            token_hash=token_hash,
+            route_path=None if index % 5 == 0 else "/edge",
+            used_at=T0 + timedelta(minutes=2 * index),  # across midnight: two days
+            response_status=statuses[index % len(statuses)],
+            response_time_ms=latency,
+            error_message="boom" if index % 3 == 0 else None,
+            failure_kind="timeout" if index % 7 == 0 else None,
+            bytes_in=index,
+            bytes_out=None if index % 2 else 10 * index,
+        )
+        for index, latency in enumerate([*latencies, None, None])
+    ]
+    assert await insert(services, events) == len(events)
+    token_ids = {token_hash: token.token.id}
+    assert await read_rollup(services) == oracle_rollup(events, token_ids)
+    assert await read_rollup(services, "day") == oracle_rollup(events, token_ids, period_s=86400)
+
+
 async def test_inserting_the_same_batch_again_inserts_nothing_and_keeps_the_rollup(
     services: Services, token: IssuedToken
 ) -> None:

@@ -1,6 +1,7 @@
 """SQL for usage: the batched, idempotent insert that keeps `tokens.last_used` and the hourly
-rollup current in the same transaction. Only rows that were really inserted (new `event_id`s)
-reach the rollup, so replaying a batch never counts a call twice.
+and daily rollups current in the same transaction (on PostgreSQL in one statement). Only rows
+that were really inserted (new `event_id`s) reach the rollup, so replaying a batch never counts
+a call twice.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenmanager.storage.schema import token_usage_logs, tokens, usage_daily, usage_hourly
 from tokenmanager.usage.events import UsageEvent
-from tokenmanager.usage.histogram import BUCKET_COLUMNS
+from tokenmanager.usage.histogram import BUCKET_COLUMNS, BUCKET_UPPER_BOUNDS_MS
 from tokenmanager.usage.rollup import RollupKey, RollupRow, build_rollup
 
 _EVENT_COLUMNS = (
@@ -56,12 +58,11 @@ async def insert_usage_events(connection: AsyncConnection, events: Sequence[Usag
     if not events:
         return 0
     await _resolve_token_ids(connection, events)
-    by_id = {event.event_id: event for event in events}
+    unique = list({event.event_id: event for event in events}.values())
     if connection.dialect.name == "postgresql":
-        new_ids = await _copy_new_rows(connection, list(by_id.values()))
-    else:
-        new_ids = await _insert_new_rows(connection, list(by_id.values()))
-    inserted = [by_id[event_id] for event_id in new_ids]
+        return await _insert_postgres(connection, unique)
+    new_ids = set(await _insert_new_rows(connection, unique))
+    inserted = [event for event in unique if event.event_id in new_ids]
     await _update_last_used(connection, inserted)
     await _add_to_rollup(connection, inserted)
     return len(inserted)
@@ -79,47 +80,114 @@ async def _insert_new_rows(connection: AsyncConnection, events: list[UsageEvent]
     return list((await connection.execute(statement, rows)).scalars())
 
 
-_STAGING_COLUMNS = ", ".join(_EVENT_COLUMNS)
+def _array_type(column: sa.Column[Any]) -> str:
+    """`VARCHAR[]` for a VARCHAR(36) column: unbounded, so that a value too long for the column
+    fails the insert (as a plain INSERT does) instead of being cut short by the cast."""
+    compiled: str = column.type.compile(dialect=PGDialect())  # type: ignore[no-untyped-call]
+    return compiled.split("(")[0] + "[]"
 
 
-async def _copy_new_rows(connection: AsyncConnection, events: list[UsageEvent]) -> list[str]:
-    """PostgreSQL: COPY the batch into a session-private staging table, then move the rows
-    whose event_id is new with one INSERT … SELECT. COPY skips per-row statement work, which
-    is most of the client's cost."""
-    # SQLAlchemy's asyncpg adapter sends BEGIN lazily, with the first statement it runs. When
-    # every event already carries its token id no statement has run yet, and the driver calls
-    # below would each commit on their own: ON COMMIT DELETE ROWS would empty the staging table
-    # before the INSERT reads it, losing the batch without an error.
-    await connection.execute(sa.text("SELECT 1"))
-    fairy = await connection.get_raw_connection()
-    driver: Any = fairy.driver_connection
-    # Made sure of in every batch's own transaction, in the round trip that empties it: a
-    # "created" flag kept on the connection would outlive a rolled-back transaction that
-    # created the table, and every later batch on that connection would fail.
-    await driver.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS tm_usage_staging ON COMMIT DELETE ROWS AS "  # noqa: S608 - fixed names
-        f"SELECT {_STAGING_COLUMNS} FROM token_usage_logs WITH NO DATA; "
-        "TRUNCATE tm_usage_staging"
+def _bucket_condition(index: int) -> str:
+    """SQL for "the latency falls in bucket `index`", as histogram.bucket_index decides it."""
+    upper = BUCKET_UPPER_BOUNDS_MS[index]
+    conditions = []
+    if index:
+        conditions.append(f"response_time_ms > {BUCKET_UPPER_BOUNDS_MS[index - 1]:g}")
+    if upper != float("inf"):
+        conditions.append(f"response_time_ms <= {upper:g}")
+    return " AND ".join(conditions)
+
+
+def _rollup_conflict(table: str, period: str) -> str:
+    """Add a delta row to the stored one (the same sums, greatest and coalesce as
+    `_rollup_upsert`)."""
+    updates = [f"{c} = {table}.{c} + EXCLUDED.{c}" for c in _ROLLUP_ADDITIVE]
+    updates.append(f"max_latency_ms = GREATEST({table}.max_latency_ms, EXCLUDED.max_latency_ms)")
+    updates.append(f"token_id = COALESCE({table}.token_id, EXCLUDED.token_id)")
+    return (
+        f"ON CONFLICT ({period}, token_hash, route_path, status_class) "
+        f"DO UPDATE SET {', '.join(updates)}"
     )
-    await driver.copy_records_to_table(
-        "tm_usage_staging",
-        columns=_EVENT_COLUMNS,
-        records=[
-            tuple(
-                e.used_at.astimezone(UTC).replace(tzinfo=None)
-                if name == "used_at"
-                else getattr(e, name)
-                for name in _EVENT_COLUMNS
-            )
-            for e in events
-        ],
+
+
+def _ingest_sql() -> str:
+    """One statement for a whole batch on PostgreSQL: insert the rows (column arrays, unnest)
+    whose event_id is new, add exactly those rows to the hourly and daily rollups, move
+    tokens.last_used forward, and return how many rows were new.
+
+    The database computes the rollup deltas from the rows the insert returned (what
+    `RollupRow.add` does per event in Python: the oracle tests compare both with a brute-force
+    computation), so no per-event Python work is left but building the arrays, and a batch is
+    one round trip. Rollup rows are written in key order (ORDER BY), so concurrent writers lock
+    them in one order and cannot deadlock.
+    """
+    columns = ", ".join(_EVENT_COLUMNS)
+    arrays = ", ".join(
+        f"${index}::{_array_type(token_usage_logs.c[name])}"
+        for index, name in enumerate(_EVENT_COLUMNS, start=1)
     )
-    rows = await driver.fetch(
-        f"INSERT INTO token_usage_logs ({_STAGING_COLUMNS}) "  # noqa: S608 - fixed names
-        f"SELECT {_STAGING_COLUMNS} FROM tm_usage_staging "
-        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    # UsageEvent.status_class and .is_error
+    status_class = (
+        "CASE WHEN response_status BETWEEN 100 AND 599 THEN response_status / 100 ELSE 0 END"
     )
-    return [row["event_id"] for row in rows]
+    is_error = (
+        "failure_kind IS NOT NULL OR response_status >= 400 "
+        "OR (response_status IS NULL AND error_message IS NOT NULL)"
+    )
+    buckets = ", ".join(
+        f"count(*) FILTER (WHERE {_bucket_condition(index)}) AS {name}"
+        for index, name in enumerate(BUCKET_COLUMNS)
+    )
+    rollup_columns = (
+        "token_hash, route_path, status_class, token_id, calls, errors, sum_latency_ms, "
+        f"max_latency_ms, bytes_in, bytes_out, {', '.join(BUCKET_COLUMNS)}"
+    )
+    bucket_sums = ", ".join(f"sum({name})" for name in BUCKET_COLUMNS)
+    return (
+        "WITH new_rows AS ("  # noqa: S608 - fixed names
+        f"INSERT INTO token_usage_logs ({columns}) SELECT * FROM unnest({arrays}) "
+        "ON CONFLICT (event_id) DO NOTHING "
+        "RETURNING token_hash, token_id, route_path, used_at, response_status, "
+        "response_time_ms, error_message, bytes_in, bytes_out, failure_kind"
+        "), hourly AS ("
+        "SELECT date_trunc('hour', used_at) AS hour, token_hash, "
+        f"coalesce(route_path, '') AS route_path, {status_class} AS status_class, "
+        f"max(token_id) AS token_id, count(*) AS calls, count(*) FILTER (WHERE {is_error}) "
+        "AS errors, coalesce(sum(response_time_ms), 0) AS sum_latency_ms, "
+        "coalesce(max(response_time_ms), 0) AS max_latency_ms, "
+        "coalesce(sum(bytes_in), 0) AS bytes_in, coalesce(sum(bytes_out), 0) AS bytes_out, "
+        f"{buckets} FROM new_rows GROUP BY 1, 2, 3, 4"
+        "), hourly_upsert AS ("
+        f"INSERT INTO usage_hourly (hour, {rollup_columns}) "
+        f"SELECT hour, {rollup_columns} FROM hourly ORDER BY 1, 2, 3, 4 "
+        f"{_rollup_conflict('usage_hourly', 'hour')}"
+        "), daily_upsert AS ("
+        f"INSERT INTO usage_daily (day, {rollup_columns}) "
+        "SELECT date_trunc('day', hour), token_hash, route_path, status_class, max(token_id), "
+        "sum(calls), sum(errors), sum(sum_latency_ms), max(max_latency_ms), sum(bytes_in), "
+        f"sum(bytes_out), {bucket_sums} FROM hourly GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 "
+        f"{_rollup_conflict('usage_daily', 'day')}"
+        "), last_used AS ("
+        "UPDATE tokens SET last_used = latest.used_at FROM ("
+        "SELECT token_id, max(used_at) AS used_at FROM new_rows WHERE token_id IS NOT NULL "
+        "GROUP BY token_id"
+        ") AS latest WHERE tokens.id = latest.token_id "
+        "AND (tokens.last_used IS NULL OR tokens.last_used < latest.used_at)"
+        ") SELECT count(*) FROM new_rows"
+    )
+
+
+async def _insert_postgres(connection: AsyncConnection, events: list[UsageEvent]) -> int:
+    """The batch as one array per column, in one statement (`_ingest_sql`)."""
+    arrays: list[list[Any]] = [[getattr(e, name) for e in events] for name in _EVENT_COLUMNS]
+    used_at = _EVENT_COLUMNS.index("used_at")
+    # As the UTCDateTime column type binds it: naive UTC.
+    arrays[used_at] = [
+        moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+        for moment in arrays[used_at]
+    ]
+    result = await connection.exec_driver_sql(_INGEST_SQL, tuple(arrays))
+    return int(result.scalar_one())
 
 
 async def _update_last_used(connection: AsyncConnection, events: Sequence[UsageEvent]) -> None:
@@ -194,6 +262,7 @@ def _rollup_array_sql(table: sa.Table, period: str) -> str:
     )
 
 
+_INGEST_SQL = _ingest_sql()
 _ROLLUP_ARRAY_SQL = {
     "hour": _rollup_array_sql(usage_hourly, "hour"),
     "day": _rollup_array_sql(usage_daily, "day"),
