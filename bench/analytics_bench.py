@@ -1,6 +1,7 @@
 """Usage ingestion and analytics benchmark on PostgreSQL: the product beside raw baselines, one run.
 
-Method (every step in one process, one run, on a throw-away database it creates and drops):
+Method (every step in one process, one run, on a throw-away database it creates and drops,
+unless --keep-database):
 
 1. Data. 3 teams and ~200 tokens are created through the services (real ids and hashes), plus an
    admin user. N synthetic usage events are generated over the last 30 days, oldest first:
@@ -15,8 +16,9 @@ Method (every step in one process, one run, on a throw-away database it creates 
                     indexes), one transaction
       COPY xbatch   the same, one COPY and one transaction per 1000 rows (the recorder's batch)
       product       a real `UsageRecorder` from `build_recorder` (default batch size), writing
-                    through `insert_usage_events` into the real table: staging COPY, INSERT …
-                    SELECT ON CONFLICT, tokens.last_used, hourly and daily rollup upserts. The
+                    through `insert_usage_events` into the real table: one statement per batch
+                    (column arrays, INSERT … SELECT FROM unnest ON CONFLICT, the hourly and
+                    daily rollup deltas and tokens.last_used computed from the new rows). The
                     events are built before the clock starts and fed as fast as the queue takes
                     them.
    Then the rest of the N events go through the same recorder (generation interleaved in the
@@ -32,6 +34,11 @@ Method (every step in one process, one run, on a throw-away database it creates 
 
     .venv/bin/python bench/analytics_bench.py [--rows 10000000] [--sample 1000000]
                                               [--requests 60] [--out bench/results/analytics.md]
+                                              [--keep-database | --reuse-database NAME]
+
+With --reuse-database, steps 1-3 are skipped for the queried database (an earlier run's, kept
+with --keep-database): ingestion (step 2 on the sample) runs in a fresh throw-away database, and
+step 4 runs against the kept one with the clock (time-machine) set to its data's end.
 
 Targets (issue 4): product ingestion >= 50 % of raw COPY rows/s; /api/usage/stats p95 <= 50 ms;
 token and route endpoints p95 <= 100 ms. Needs PostgreSQL (--server, default
@@ -42,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import math
 import os
@@ -51,7 +59,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -411,49 +419,33 @@ async def wait_written(recorder: Any, count: int) -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
-    from tokenmanager.composition import build_recorder, build_services, build_spool
-    from tokenmanager.storage import migrate
-    from tokenmanager.storage.engine import create_engine
-    from tokenmanager.testing import make_settings
-
     run_started = time.monotonic()
     phases: dict[str, float] = {}
     machine = {
         "nproc": str(len(os.sched_getaffinity(0))),  # what `nproc` prints
         "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
-    name = f"tm_bench_{uuid.uuid4().hex[:10]}"
     server = args.server.rstrip("/")
-    url = f"{server}/{name}"
     admin = await admin_connect(server)
     machine["postgres"] = (await admin.fetchval("SELECT version()")).split(" on ")[0]
     machine["tree"] = source_tree()
     shown = []
-    for setting in ("shared_buffers", "work_mem", "max_wal_size", "synchronous_commit"):
+    for setting in ("shared_buffers", "work_mem", "max_wal_size", "synchronous_commit", "jit"):
         shown.append(f"{setting}={await admin.fetchval(f'SHOW {setting}')}")
     machine["settings"] = ", ".join(shown)
-    await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
-    log(f"database {name} created; machine {machine}")
-    work = Path(tempfile.mkdtemp(prefix="tm-analytics-bench-"))
-    try:
-        engine = create_engine(url)
-        await migrate.upgrade(engine)
-        await engine.dispose()
-        # Raw retention beyond the data's 30 days: the control plane prunes at start-up and must
-        # not delete rows while the queries are measured (a long run crosses the 30-day line).
-        settings = make_settings(work / "data", database_url=url, retention_raw_days=35)
-        report = await run_in_database(
-            args, settings, url, machine, phases, build_services, build_recorder, build_spool
+    log(f"machine {machine}")
+    if args.reuse_database:
+        # The ingestion comparison needs empty tables: it runs in a throw-away database.
+        async with bench_database(server, keep=False) as scratch_url:
+            ingestion, sample_size, product_name = await ingestion_only(args, scratch_url, phases)
+        url = f"{server}/{args.reuse_database}"
+        report = await queries_only(
+            args, url, machine, phases, ingestion, sample_size, product_name
         )
-    finally:
-        if args.keep_database:
-            log(f"database kept (--keep-database): {url}")
-        else:
-            admin = await admin_connect(server)
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await admin.close()
-            log(f"database {name} dropped")
+    else:
+        async with bench_database(server, keep=args.keep_database) as url:
+            report = await load_and_query(args, url, machine, phases)
     phases["total"] = time.monotonic() - run_started
     load_end = " ".join(f"{x:.2f}" for x in os.getloadavg())
     report = report.replace("{TOTAL}", f"{phases['total'] / 60:.1f} min").replace(
@@ -464,20 +456,45 @@ async def run(args: argparse.Namespace) -> None:
     print(report, flush=True)
 
 
-async def run_in_database(
-    args: argparse.Namespace,
-    settings: Any,
-    url: str,
-    machine: dict[str, str],
-    phases: dict[str, float],
-    build_services: Any,
-    build_recorder: Any,
-    build_spool: Any,
-) -> str:
+@contextlib.asynccontextmanager
+async def bench_database(server: str, *, keep: bool) -> AsyncIterator[str]:
+    """A fresh, migrated database's URL; dropped afterwards unless `keep`."""
+    from tokenmanager.storage import migrate
+    from tokenmanager.storage.engine import create_engine
+
+    name = f"tm_bench_{uuid.uuid4().hex[:10]}"
+    admin = await admin_connect(server)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    url = f"{server}/{name}"
+    log(f"database {name} created")
+    try:
+        engine = create_engine(url)
+        await migrate.upgrade(engine)
+        await engine.dispose()
+        yield url
+    finally:
+        if keep:
+            log(f"database kept (--keep-database): {url}; rerun with --reuse-database {name}")
+        else:
+            admin = await admin_connect(server)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
+            log(f"database {name} dropped")
+
+
+def bench_settings(url: str) -> Any:
+    from tokenmanager.testing import make_settings
+
+    work = Path(tempfile.mkdtemp(prefix="tm-analytics-bench-"))
+    # Raw retention beyond the data's 30 days: the control plane prunes at start-up and must
+    # not delete rows while the queries are measured (a long run crosses the 30-day line).
+    return make_settings(work / "data", database_url=url, retention_raw_days=35)
+
+
+async def create_population(services: Any, rng: random.Random) -> Population:
+    """The teams, tokens and admin user, through the services."""
     actor = cli_actor()
-    services = build_services(settings)
-    rng = random.Random(args.seed)  # noqa: S311 - synthetic data, not secrets
-    started = time.monotonic()
     tokens: list[tuple[int, str]] = []
     for (team_id, team_name), count in zip(TEAMS, TOKENS_PER_TEAM, strict=True):
         await services.teams.create(actor, team_id=team_id, name=team_name)
@@ -489,19 +506,19 @@ async def run_in_database(
     await services.users.create(
         actor, username=ADMIN_USER, password=ADMIN_PASSWORD, role=Role.ADMIN
     )
-    population = build_population(tokens, rng)
-    end = datetime.now(UTC)
-    log(f"{len(tokens)} tokens in {len(TEAMS)} teams created; data ends {end:%Y-%m-%d %H:%M} UTC")
+    log(f"{len(tokens)} tokens in {len(TEAMS)} teams created")
+    return build_population(tokens, rng)
 
-    sample_size = min(args.sample, args.rows)
-    events = itertools.chain.from_iterable(generate(args.rows, end, population, args.seed))
-    generated = time.monotonic()
-    sample = list(itertools.islice(events, sample_size))
-    log(f"sample of {len(sample)} events generated in {time.monotonic() - generated:.1f} s")
+
+async def measure_ingestion(
+    settings: Any, services: Any, url: str, sample: list[UsageEvent]
+) -> tuple[dict[str, float], Any, str]:
+    """Raw COPY baselines, then the product's recorder on the same rows into the empty real
+    table. Returns the rates and the recorder (still running, for the rest of a load)."""
+    from tokenmanager.composition import build_recorder, build_spool
 
     batch_size = settings.usage_batch_size
     ingestion = await copy_baselines(url, sample, batch_size)
-    # The product path: a real recorder into the real (empty) table.
     await checkpoint(url)
     recorder = build_recorder(settings, services.database, build_spool(settings))
     await recorder.start()
@@ -515,6 +532,51 @@ async def run_in_database(
         f"{product_name}: {len(sample)} rows in {product_elapsed:.1f} s = "
         f"{ingestion[product_name]:,.0f} rows/s"
     )
+    return ingestion, recorder, product_name
+
+
+async def ingestion_only(
+    args: argparse.Namespace, url: str, phases: dict[str, float]
+) -> tuple[dict[str, float], int, str]:
+    from tokenmanager.composition import build_services
+
+    settings = bench_settings(url)
+    services = build_services(settings)
+    try:
+        population = await create_population(services, random.Random(args.seed))  # noqa: S311
+        sample_size = min(args.sample, args.rows)
+        events = itertools.chain.from_iterable(
+            generate(args.rows, datetime.now(UTC), population, args.seed)
+        )
+        sample = list(itertools.islice(events, sample_size))
+        ingestion, recorder, product_name = await measure_ingestion(settings, services, url, sample)
+        await recorder.stop()
+    finally:
+        await services.close()
+    return ingestion, sample_size, product_name
+
+
+async def load_and_query(
+    args: argparse.Namespace, url: str, machine: dict[str, str], phases: dict[str, float]
+) -> str:
+    from tokenmanager.composition import build_services
+
+    settings = bench_settings(url)
+    services = build_services(settings)
+    started = time.monotonic()
+    population = await create_population(services, random.Random(args.seed))  # noqa: S311
+    end = datetime.now(UTC)
+    log(f"data ends {end:%Y-%m-%d %H:%M} UTC")
+
+    sample_size = min(args.sample, args.rows)
+    events = itertools.chain.from_iterable(generate(args.rows, end, population, args.seed))
+    generated = time.monotonic()
+    sample = list(itertools.islice(events, sample_size))
+    log(f"sample of {len(sample)} events generated in {time.monotonic() - generated:.1f} s")
+    phases["setup"] = generated - started
+
+    ingestion, recorder, product_name = await measure_ingestion(settings, services, url, sample)
+    product_elapsed = len(sample) / ingestion[product_name]
     del sample
 
     rest_started = time.perf_counter()
@@ -533,10 +595,10 @@ async def run_in_database(
     await recorder.stop()
     phases["load"] = product_elapsed + rest_elapsed
     total_rows = sample_size + rest
-    full_rate = total_rows / phases["load"]
+    phases["full_rate"] = total_rows / phases["load"]
     log(
         f"all {total_rows:,} events loaded through the recorder in {phases['load']:.0f} s "
-        f"({full_rate:,.0f} rows/s overall; the {rest:,} after the sample: "
+        f"({phases['full_rate']:,.0f} rows/s overall; the {rest:,} after the sample: "
         f"{rest / rest_elapsed if rest_elapsed else 0:,.0f} rows/s incl. generation)"
     )
     await services.close()
@@ -548,6 +610,30 @@ async def run_in_database(
             "VACUUM (ANALYZE) token_usage_logs, usage_hourly, usage_daily, tokens"
         )
         phases["vacuum"] = time.monotonic() - maintenance_started
+    finally:
+        await connection.close()
+    return await queries_only(
+        args, url, machine, phases, ingestion, sample_size, product_name, expected_rows=args.rows
+    )
+
+
+async def queries_only(
+    args: argparse.Namespace,
+    url: str,
+    machine: dict[str, str],
+    phases: dict[str, float],
+    ingestion: dict[str, float],
+    sample_size: int,
+    product_name: str,
+    expected_rows: int | None = None,
+) -> str:
+    """Check the stored data, then measure the API and the seed's queries on it. The clock
+    (time-machine) is set to the data's end, so that a reused database answers the same
+    windows as right after its load."""
+    import time_machine
+
+    connection = await asyncpg.connect(url)
+    try:
         counts = {
             "token_usage_logs": await connection.fetchval("SELECT count(*) FROM token_usage_logs"),
             "usage_hourly": await connection.fetchval("SELECT count(*) FROM usage_hourly"),
@@ -565,10 +651,14 @@ async def run_in_database(
             "NOT NULL"
         )
         rollup_errors = await connection.fetchval("SELECT sum(errors) FROM usage_daily")
+        data_end = (await connection.fetchval("SELECT max(used_at) FROM token_usage_logs")).replace(
+            tzinfo=UTC
+        )
     finally:
         await connection.close()
     consistent = (
-        counts["token_usage_logs"] == hourly_calls == daily_calls == args.rows
+        counts["token_usage_logs"] == hourly_calls == daily_calls
+        and expected_rows in (None, counts["token_usage_logs"])
         and raw_errors == rollup_errors
     )
     log(
@@ -578,18 +668,20 @@ async def run_in_database(
     if not consistent:
         raise RuntimeError("the rollups do not match the raw rows")
 
+    settings = bench_settings(url)
     query_started = time.monotonic()
-    api_timings, busy = await measure_api(settings, args.requests)
-    raw_timings = await measure_raw(url, busy, args.requests)
+    clock_at = data_end + timedelta(seconds=1)
+    log(f"clock set to {clock_at:%Y-%m-%d %H:%M:%S} UTC (the data's end)")
+    with time_machine.travel(clock_at, tick=True):
+        api_timings, busy = await measure_api(settings, args.requests)
+        raw_timings = await measure_raw(url, busy, args.requests)
     phases["queries"] = time.monotonic() - query_started
-    phases["setup"] = generated - started
     return build_report(
         args,
         machine,
         ingestion,
         sample_size,
-        total_rows,
-        full_rate,
+        counts["token_usage_logs"],
         phases,
         counts,
         sizes,
@@ -597,6 +689,7 @@ async def run_in_database(
         raw_timings,
         busy,
         product_name,
+        data_end,
     )
 
 
@@ -766,7 +859,6 @@ def build_report(
     ingestion: dict[str, float],
     sample_size: int,
     total_rows: int,
-    full_rate: float,
     phases: dict[str, float],
     counts: dict[str, int],
     sizes: dict[str, str],
@@ -774,16 +866,18 @@ def build_report(
     raw: list[Timing],
     busy: dict[str, Any],
     product_name: str,
+    data_end: datetime,
 ) -> str:
     copy_one = next(v for k, v in ingestion.items() if k.startswith("raw COPY (one"))
     copy_batched = next(v for k, v in ingestion.items() if k.startswith(f"raw COPY {TIMES}"))
     product = ingestion[product_name]
     lines = [
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: `bench/analytics_bench.py "
-        f"--rows {args.rows} --sample {args.sample} --requests {args.requests}`, "
+        f"--rows {args.rows} --sample {args.sample} --requests {args.requests}"
+        f"{' --reuse-database ' + args.reuse_database if args.reuse_database else ''}`, "
         f"{machine['nproc']} cores "
         f"(load average {machine['load']} at start, {{LOAD_END}} at the end: other work shares the "
-        f"machine), {machine['postgres']} on 127.0.0.1 ({machine['settings']}, jit on); source "
+        f"machine), {machine['postgres']} on 127.0.0.1 ({machine['settings']}); source "
         "tree "
         f"{machine['tree']}; whole run {{TOTAL}}.",
         "",
@@ -808,12 +902,7 @@ def build_report(
         f"- product / raw COPY: **{product / copy_one:.2f}** (target ≥ 0.5: "
         f"{'met' if product / copy_one >= 0.5 else 'NOT met'}); product / COPY {TIMES}batch: "
         f"{product / copy_batched:.2f}",
-        f"- full load: all {total_rows:,} rows through the same recorder in "
-        f"{phases['load'] / 60:.1f} min "
-        f"({full_rate:,.0f} rows/s overall, event generation in the same process included after "
-        "the "
-        f"sample; the table grows from 0 to {total_rows:,} rows meanwhile); VACUUM ANALYZE "
-        f"{phases['vacuum']:.0f} s.",
+        full_load_line(total_rows, phases, data_end),
         "",
         f"### Query latency ({total_rows:,} rows; API: sequential HTTP requests to the control "
         "plane, "
@@ -844,6 +933,22 @@ def build_report(
     return "\n".join(lines) + "\n"
 
 
+def full_load_line(total_rows: int, phases: dict[str, float], data_end: datetime) -> str:
+    if "load" not in phases:
+        return (
+            f"- the queried database was loaded by an earlier run (--keep-database) through the "
+            f"same recorder, its data ending {data_end:%Y-%m-%d %H:%M} UTC; the clock was set to "
+            "that moment for the queries (time-machine), so the windows hold the same data as "
+            "right after the load. Ingestion above ran in a fresh throw-away database."
+        )
+    return (
+        f"- full load: all {total_rows:,} rows through the same recorder in "
+        f"{phases['load'] / 60:.1f} min ({phases['full_rate']:,.0f} rows/s overall, event "
+        "generation in the same process included after the sample; the table grows from 0 to "
+        f"{total_rows:,} rows meanwhile); VACUUM ANALYZE {phases['vacuum']:.0f} s."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -869,7 +974,14 @@ def main() -> None:
     parser.add_argument(
         "--keep-database",
         action="store_true",
-        help="leave the database (and print its URL) for inspection; drop it yourself",
+        help="leave the database (and print its URL) for inspection or --reuse-database; drop "
+        "it yourself",
+    )
+    parser.add_argument(
+        "--reuse-database",
+        metavar="NAME",
+        help="query a database kept by an earlier --keep-database run instead of loading one "
+        "(ingestion is still measured, in a throw-away database)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/analytics.md")
     args = parser.parse_args()
