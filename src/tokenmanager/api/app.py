@@ -29,6 +29,7 @@ from tokenmanager.api import (
 from tokenmanager.api.errors import install_error_handlers
 from tokenmanager.composition import Services, build_services
 from tokenmanager.settings import Settings
+from tokenmanager.web.site import install_dashboard
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -90,4 +91,5 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         security,
     ):
         app.include_router(module.router)
+    install_dashboard(app)
     return app
