@@ -17,15 +17,22 @@ dir, or a PostgreSQL database created and dropped on --server):
    (`SELECT token_hash, count(*) … WHERE used_at >= … GROUP BY token_hash`), --repeat times.
    Ratios of the medians are reported; absolute times on this shared machine are noisy.
 
+With --reuse-database NAME, step 1 is skipped: steps 2-4 run against that existing, migrated
+PostgreSQL database on --server (e.g. the 10 M-row one `analytics_bench.py --keep-database`
+leaves), at its data's end: the busiest hour of the last two days before its newest row, from
+the hourly rollup. Its usage data is only read; the detectors write their own tables
+(sightings, findings) as in production, and their cursor is put back where it was.
+
     .venv/bin/python bench/security_bench.py [--rows 1000000] [--backend sqlite|postgres]
                                              [--server postgresql://postgres@127.0.0.1:5432]
-                                             [--repeat 5]
+                                             [--repeat 5] [--reuse-database NAME]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -44,10 +51,13 @@ from tokenmanager.composition import Services, build_services
 from tokenmanager.security.detectors import floor_time
 from tokenmanager.security.evaluation import SyntheticToken, build_scenario, store_events
 from tokenmanager.security.models import DetectorKind
-from tokenmanager.security.monitor import SecurityMonitor
+from tokenmanager.security.monitor import CURSOR, SecurityMonitor
 from tokenmanager.storage import migrate
+from tokenmanager.storage import security as security_sql
+from tokenmanager.storage.database import Database
 from tokenmanager.storage.engine import create_engine
-from tokenmanager.storage.schema import token_usage_logs
+from tokenmanager.storage.schema import security_cursors, token_usage_logs, usage_hourly
+from tokenmanager.storage.schema import tokens as token_table
 from tokenmanager.testing import PostgresDatabases, build_sqlite_template, make_settings
 from tokenmanager.tokens import codec
 
@@ -63,7 +73,8 @@ async def _median_s(repeat: int, step: Callable[[], Awaitable[Any]]) -> float:
     return statistics.median(times)
 
 
-async def _measure(services: Services, rows: int, repeat: int) -> dict[str, Any]:
+async def _load(services: Services, rows: int) -> tuple[datetime, dict[str, Any]]:
+    """Store ~`rows` synthetic rows; returns where the timed slices end, and what was loaded."""
     admin = Actor(name="bench", role=Role.ADMIN)
     await services.teams.create(admin, team_id="bench", name="Bench")
     tokens = []
@@ -85,7 +96,45 @@ async def _measure(services: Services, rows: int, repeat: int) -> dict[str, Any]
         if e.used_at >= scenario.end - timedelta(days=2)
     )
     end: datetime = max(recent, key=lambda hour: recent[hour]) + timedelta(hours=1)
-    monitor = SecurityMonitor(services.database, lag_s=0)
+    return end, {
+        "rows": len(scenario.events),
+        "tokens": len(tokens),
+        "generate_s": round(generated_s, 1),
+        "store_s": round(stored_s, 1),
+    }
+
+
+async def _existing_data(database: Database) -> tuple[datetime, dict[str, Any]]:
+    """Where the timed slices end in an already loaded database (the busiest hour of the last
+    two days before its newest row, as `_load` picks it), and what it holds."""
+    async with database.read() as connection:
+        data_end: datetime = await connection.scalar(
+            sa.select(sa.func.max(token_usage_logs.c.used_at))
+        )
+        calls = sa.func.sum(usage_hourly.c.calls)
+        busiest = await connection.execute(
+            sa.select(usage_hourly.c.hour, calls)
+            .where(usage_hourly.c.hour >= floor_time(data_end - timedelta(days=2), 3600))
+            .group_by(usage_hourly.c.hour)
+            .order_by(calls.desc())
+            .limit(1)
+        )
+        hour, hour_calls = busiest.one()
+        rows = await connection.scalar(sa.select(sa.func.count()).select_from(token_usage_logs))
+        token_count = await connection.scalar(sa.select(sa.func.count()).select_from(token_table))
+        first = await connection.scalar(sa.select(sa.func.min(token_usage_logs.c.used_at)))
+    return hour + timedelta(hours=1), {
+        "rows": rows,
+        "tokens": token_count,
+        "data_from": f"{first:%Y-%m-%d %H:%M}",
+        "data_end": f"{data_end:%Y-%m-%d %H:%M}",
+        "busiest_hour": f"{hour:%Y-%m-%d %H:%M} ({hour_calls} calls)",
+    }
+
+
+async def _measure(database: Database, end: datetime, repeat: int) -> dict[str, Any]:
+    """Time the detector runs and the baseline query, the slices ending at `end`."""
+    monitor = SecurityMonitor(database, lag_s=0)
 
     async def detector_run(span: timedelta) -> int:
         await monitor.start_at(end - span)
@@ -97,7 +146,7 @@ async def _measure(services: Services, rows: int, repeat: int) -> dict[str, Any]
     catch_up_s = await _median_s(repeat, lambda: detector_run(timedelta(hours=1)))
 
     async def baseline() -> None:
-        async with services.database.read() as connection:
+        async with database.read() as connection:
             query = (
                 sa.select(token_usage_logs.c.token_hash, sa.func.count())
                 .where(token_usage_logs.c.used_at >= end - timedelta(hours=24))
@@ -107,10 +156,7 @@ async def _measure(services: Services, rows: int, repeat: int) -> dict[str, Any]
 
     baseline_s = await _median_s(repeat, baseline)
     return {
-        "rows": len(scenario.events),
-        "tokens": len(tokens),
-        "generate_s": round(generated_s, 1),
-        "store_s": round(stored_s, 1),
+        "slices_end": f"{end:%Y-%m-%d %H:%M}",
         "rows_in_1_min_slice": minute_rows,
         "rows_in_1_h_slice": hour_rows,
         "detector_run_1_min_ms": round(steady_s * 1000, 1),
@@ -127,7 +173,19 @@ async def main() -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--reuse-database",
+        metavar="NAME",
+        help="measure against this existing, migrated PostgreSQL database on --server instead "
+        "of loading a throw-away one (its usage rows are only read)",
+    )
     options = parser.parse_args()
+    if options.reuse_database:
+        load_at_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        result = await _measure_existing(options.server, options.reuse_database, options.repeat)
+        result["load_average_at_start"] = load_at_start
+        _print_result(f"postgres, database {options.reuse_database}", result)
+        return
     with tempfile.TemporaryDirectory() as directory:
         data_dir = Path(directory)
         databases: PostgresDatabases | None = None
@@ -142,12 +200,41 @@ async def main() -> None:
             await engine.dispose()
         services = build_services(make_settings(data_dir / "data", url))
         try:
-            result = await _measure(services, options.rows, options.repeat)
+            end, loaded = await _load(services, options.rows)
+            result = {**loaded, **await _measure(services.database, end, options.repeat)}
         finally:
             await services.close()
             if databases is not None:
                 await databases.drop_database(url)
-    print(f"security detectors, {options.backend}, {datetime.now():%Y-%m-%d %H:%M}")
+    _print_result(options.backend, result)
+
+
+async def _measure_existing(server: str, name: str, repeat: int) -> dict[str, Any]:
+    url = sa.make_url(server).set(database=name).render_as_string(hide_password=False)
+    database = Database.from_url(url)
+    try:
+        await migrate.ensure_at_head(database.engine)
+        async with database.read() as connection:
+            cursor = await security_sql.read_cursor(connection, CURSOR)
+        try:
+            end, existing = await _existing_data(database)
+            return {**existing, **await _measure(database, end, repeat)}
+        finally:
+            # A later run of the control plane on this database resumes where it was.
+            async with database.write() as connection:
+                if cursor is None:
+                    await connection.execute(
+                        security_cursors.delete().where(security_cursors.c.name == CURSOR)
+                    )
+                else:
+                    await security_sql.write_cursor(connection, CURSOR, cursor)
+    finally:
+        await database.dispose()
+
+
+def _print_result(label: str, result: dict[str, Any]) -> None:
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"security detectors, {label}, {datetime.now():%Y-%m-%d %H:%M}, load average {load}")
     for key, value in result.items():
         print(f"  {key}: {value}")
 
