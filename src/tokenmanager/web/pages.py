@@ -18,7 +18,7 @@ from tokenmanager.clock import utcnow
 from tokenmanager.composition import Services
 from tokenmanager.errors import InvalidInputError, TokenManagerError
 from tokenmanager.web.rendering import twin
-from tokenmanager.web.session import Page, RendererDep, remember_language, twin_url
+from tokenmanager.web.session import Page, RendererDep, twin_url
 from tokenmanager.web.views import (
     WindowChoice,
     live_success_rate,
@@ -94,8 +94,7 @@ async def dashboard(
 ) -> Response:
     assert page.actor is not None
     data = await dashboard_data(services, page.actor)
-    response = renderer.render(request, page, "dashboard.html", data=data, twin_url="/index.json")
-    return remember_language(request, response)
+    return renderer.render(request, page, "dashboard.html", data=data, twin_url="/index.json")
 
 
 @router.get("/index.json")
@@ -129,7 +128,7 @@ async def usage_analytics(
         data = await usage_analytics_data(services, page.actor, request.query_params)
     except TokenManagerError as exc:
         return renderer.render_failure(request, page, exc)
-    response = renderer.render(
+    return renderer.render(
         request,
         page,
         "usage_analytics.html",
@@ -137,7 +136,6 @@ async def usage_analytics(
         teams=teams,
         twin_url=twin_url("/usage-analytics.json", request),
     )
-    return remember_language(request, response)
 
 
 @router.get("/usage-analytics.json")
@@ -207,7 +205,7 @@ async def audit(
         return renderer.render_failure(request, page, exc)
     older = [(k, v) for k, v in request.query_params.multi_items() if k not in ("offset", "lang")]
     older.append(("offset", str(data["offset"] + data["limit"])))
-    response = renderer.render(
+    return renderer.render(
         request,
         page,
         "audit.html",
@@ -215,7 +213,6 @@ async def audit(
         older_url="/audit?" + urlencode(older),
         twin_url=twin_url("/audit.json", request),
     )
-    return remember_language(request, response)
 
 
 @router.get("/audit.json")

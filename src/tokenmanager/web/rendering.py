@@ -43,6 +43,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 PAGE_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY}
 THEMES = ("light", "dark")
+LANGUAGE_COOKIE = "tm_lang"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +89,15 @@ class Renderer:
         html = self._environment.get_template(template).render(
             page=page, t=page.locale.text, fmt=page.locale, request=request, **values
         )
-        return HTMLResponse(
+        response = HTMLResponse(
             html, status_code=status_code, headers={**PAGE_HEADERS, **(headers or {})}
         )
+        if request.query_params.get("lang") == page.locale.language:
+            # A `?lang=` choice that was taken is kept, so the next pages use it too.
+            response.set_cookie(
+                LANGUAGE_COOKIE, page.locale.language, max_age=365 * 86400, samesite="lax"
+            )
+        return response
 
     def render_failure(
         self, request: Request, page: PageContext, error: TokenManagerError

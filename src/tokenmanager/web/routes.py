@@ -19,7 +19,7 @@ from tokenmanager.errors import NotFoundError, PermissionDeniedError, TokenManag
 from tokenmanager.routes.models import Route
 from tokenmanager.web.pages import window_choice
 from tokenmanager.web.rendering import PageContext, Renderer, twin
-from tokenmanager.web.session import Page, RendererDep, remember_language, twin_url
+from tokenmanager.web.session import Page, RendererDep, twin_url
 
 router = APIRouter(include_in_schema=False)
 
@@ -64,8 +64,7 @@ async def routes_page(
 ) -> Response:
     assert page.actor is not None
     data = await routes_data(services, page.actor)
-    response = renderer.render(request, page, "routes.html", data=data, twin_url="/routes.json")
-    return remember_language(request, response)
+    return renderer.render(request, page, "routes.html", data=data, twin_url="/routes.json")
 
 
 @router.get("/routes.json")
@@ -218,7 +217,7 @@ async def route_page(
     except TokenManagerError as exc:
         return renderer.render_failure(request, page, exc)
     teams = await services.teams.list(page.actor)
-    response = renderer.render(
+    return renderer.render(
         request,
         page,
         "route_detail.html",
@@ -226,7 +225,6 @@ async def route_page(
         teams=teams,
         twin_url=twin_url(f"/routes/{route_id}.json", request),
     )
-    return remember_language(request, response)
 
 
 @router.get("/routes/{route_id:int}.json")

@@ -17,7 +17,7 @@ from tokenmanager.composition import Services
 from tokenmanager.errors import InvalidInputError, TokenManagerError
 from tokenmanager.security.models import DetectorKind, Finding, FindingStatus, Severity
 from tokenmanager.web.rendering import twin
-from tokenmanager.web.session import Page, RendererDep, remember_language, twin_url
+from tokenmanager.web.session import Page, RendererDep, twin_url
 
 router = APIRouter(include_in_schema=False)
 
@@ -148,7 +148,7 @@ async def security_page(
         data = await security_data(services, page.actor, request.query_params)
     except TokenManagerError as exc:
         return renderer.render_failure(request, page, exc)
-    response = renderer.render(
+    return renderer.render(
         request,
         page,
         "security.html",
@@ -162,7 +162,6 @@ async def security_page(
         },
         twin_url=twin_url("/security.json", request),
     )
-    return remember_language(request, response)
 
 
 @router.get("/security.json")

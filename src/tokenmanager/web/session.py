@@ -29,11 +29,10 @@ from tokenmanager.api.auth import (
 from tokenmanager.composition import Services
 from tokenmanager.users.service import LoginThrottledError, actor_for
 from tokenmanager.web.i18n import Locale, pick_language
-from tokenmanager.web.rendering import THEMES, PageContext, Renderer
+from tokenmanager.web.rendering import LANGUAGE_COOKIE, THEMES, PageContext, Renderer
 
 router = APIRouter(include_in_schema=False)
 
-LANGUAGE_COOKIE = "tm_lang"
 THEME_COOKIE = "tm_theme"
 LOGIN_NONCE_COOKIE = "tm_login"
 CSRF_FIELD = "csrf_token"
@@ -136,16 +135,6 @@ def signed_in_actor(page: Page) -> Actor:
     return page.actor
 
 
-def remember_language(request: Request, response: Response) -> Response:
-    """Keep a `?lang=` choice in a cookie, so the next pages use it too."""
-    requested = request.query_params.get("lang")
-    if requested is not None and requested == _locale(request).language:
-        response.set_cookie(
-            LANGUAGE_COOKIE, requested, max_age=365 * 86400, samesite="lax", path="/"
-        )
-    return response
-
-
 def _safe_next(raw: str | None) -> str:
     """Only a local path: an absolute or scheme-relative URL would be an open redirect."""
     if raw and raw.startswith("/") and not raw.startswith("//") and "\\" not in raw:
@@ -192,7 +181,7 @@ def _render_login(
         secure=request.url.scheme == "https",
         path="/login",
     )
-    return remember_language(request, response)
+    return response
 
 
 @router.get("/login")

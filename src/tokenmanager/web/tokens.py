@@ -19,7 +19,7 @@ from tokenmanager.composition import Services
 from tokenmanager.errors import InvalidInputError, NotFoundError, TokenManagerError
 from tokenmanager.tokens.models import IssuedToken
 from tokenmanager.web.rendering import PageContext, Renderer, twin
-from tokenmanager.web.session import Page, RendererDep, remember_language, twin_url
+from tokenmanager.web.session import Page, RendererDep, twin_url
 from tokenmanager.web.views import token_display_state
 
 router = APIRouter(include_in_schema=False)
@@ -76,7 +76,7 @@ async def _render_list(
     assert actor is not None
     data = await tokens_data(services, actor)
     teams = await services.teams.list(actor)
-    response = renderer.render(
+    return renderer.render(
         request,
         page,
         "tokens.html",
@@ -87,7 +87,6 @@ async def _render_list(
         error=error,
         twin_url="/tokens.json",
     )
-    return remember_language(request, response)
 
 
 @router.get("/tokens")
@@ -211,14 +210,13 @@ async def token_page(
         data = await token_data(services, page.actor, token_id)
     except TokenManagerError as exc:
         return renderer.render_failure(request, page, exc)
-    response = renderer.render(
+    return renderer.render(
         request,
         page,
         "token_detail.html",
         data=data,
         twin_url=twin_url(f"/tokens/{token_id}.json", request),
     )
-    return remember_language(request, response)
 
 
 @router.get("/tokens/{token_id:int}.json")
