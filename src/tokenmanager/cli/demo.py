@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tokenmanager.access.actor import Role, cli_actor
 from tokenmanager.cli.output import EXIT_CONFIG, EXIT_CONFLICT, exit_code_for, fail, stderr
-from tokenmanager.cli.servers import check_port_free, exit_cleanly_after_signals, uvicorn_server
+from tokenmanager.cli.servers import check_port_free, stop_on_signals, uvicorn_server
 from tokenmanager.clock import utcnow
 from tokenmanager.composition import Services
 from tokenmanager.errors import ConfigurationError, TokenManagerError
@@ -481,17 +481,7 @@ async def _run(settings: Settings, ports: dict[str, int], banner: str) -> None:
 
     servers: list[Any] = []
     stop_requested = asyncio.Event()
-
-    def request_stop() -> None:
-        stop_requested.set()
-        for server in servers:
-            server.should_exit = True
-
-    # Until each server installs its own handlers (and after it restores them), a Ctrl-C stops
-    # them all from here; while they run, each one handles it and passes it on to the next.
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, request_stop)
+    stop_on_signals(servers, stop_requested)
     servers += [
         uvicorn_server(create_app(settings, build_services(settings)), HOST, ports["--port"]),
         uvicorn_server(
@@ -506,7 +496,8 @@ async def _run(settings: Settings, ports: dict[str, int], banner: str) -> None:
                 await asyncio.gather(*tasks)
                 return
             if any(task.done() for task in tasks) or time.monotonic() > deadline:
-                request_stop()
+                for server in servers:
+                    server.should_exit = True
                 await asyncio.gather(*tasks, return_exceptions=True)
                 fail("the demo's servers did not start (see the messages above)", EXIT_CONFIG)
             await asyncio.sleep(0.05)
@@ -558,7 +549,6 @@ def demo(
         _delete_demo(settings.data_dir)
     try:
         prepared = asyncio.run(_prepare(settings, upstream_port))
-        exit_cleanly_after_signals()
         asyncio.run(_run(settings, ports, format_banner(settings, ports, prepared)))
     except (SetupInterruptedError, KeyboardInterrupt):
         stderr.print("Stopped before the demo was ready.")

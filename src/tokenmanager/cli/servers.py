@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import socket
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
@@ -71,6 +73,7 @@ def _prepare_database(settings: Settings, run_migrations: bool) -> None:
 
 
 def uvicorn_server(app: Any, host: str, port: int, *, proxy_headers: bool = True) -> Any:
+    """A uvicorn server that leaves signals to its caller (see `stop_on_signals`)."""
     import uvicorn
 
     from tokenmanager.gateway.server import GRACEFUL_SHUTDOWN_S
@@ -85,7 +88,38 @@ def uvicorn_server(app: Any, host: str, port: int, *, proxy_headers: bool = True
         server_header=False,
         proxy_headers=proxy_headers,
     )
-    return uvicorn.Server(config)
+    return _signal_free_server_class()(config)
+
+
+@functools.cache
+def _signal_free_server_class() -> type:
+    import uvicorn
+
+    class SignalFreeServer(uvicorn.Server):
+        # Each uvicorn server would install its own handlers and re-raise the signal into the
+        # previous one's when done; with several servers in one loop that chain can deliver one
+        # Ctrl-C twice to a server, which then skips its application's shutdown.
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return SignalFreeServer
+
+
+def stop_on_signals(servers: list[Any], stopping: asyncio.Event) -> None:
+    """Ctrl-C or SIGTERM sets `stopping` and asks every server in `servers` (also those added
+    later) to finish its in-flight requests and stop; a second Ctrl-C stops them at once."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        hurry = stopping.is_set() and signum == signal.SIGINT
+        stopping.set()
+        for server in servers:
+            server.should_exit = True
+            server.force_exit = server.force_exit or hurry
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
 
 
 def serve(
@@ -116,7 +150,6 @@ def serve(
             )
     except ConfigurationError as exc:
         fail(exc.message, EXIT_CONFIG)
-    exit_cleanly_after_signals()
     stdout.print(f"Control plane on http://{host}:{port} (API docs at /docs)")
     if not no_gateway:
         stdout.print(f"Gateway on http://{host}:{gateway_port}")
@@ -124,8 +157,7 @@ def serve(
 
 
 async def _serve_all(servers: list[Any]) -> None:
-    # Each server installs signal handlers in turn and re-raises the signal when it exits, so
-    # one Ctrl-C stops them all, each finishing its in-flight requests.
+    stop_on_signals(servers, asyncio.Event())
     await asyncio.gather(*(server.serve() for server in servers))
 
 
