@@ -16,7 +16,7 @@ from time_machine import TimeMachineFixture
 
 from tokenmanager.usage.events import UsageEvent, uuid7
 from tokenmanager.usage.histogram import BUCKET_COLUMNS, BUCKET_UPPER_BOUNDS_MS
-from tokenmanager.usage.rollup import build_rollup
+from tokenmanager.usage.rollup import build_rollup, regroup
 
 HOUR_0 = datetime(2030, 3, 1, 0, 0, tzinfo=UTC)  # midnight: an hour and a day boundary
 
@@ -238,6 +238,14 @@ def test_build_rollup_equals_the_oracle(events: list[UsageEvent]) -> None:
 @given(st.lists(events_strategy, max_size=60))
 def test_build_rollup_by_day_equals_the_oracle(events: list[UsageEvent]) -> None:
     assert actual_rollup(events, "day") == oracle_rollup(events, period_s=86400)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(events_strategy, max_size=60))
+def test_hourly_rows_regrouped_by_day_equal_the_events_folded_by_day(
+    events: list[UsageEvent],
+) -> None:
+    assert regroup(build_rollup(events, "hour"), "day") == build_rollup(events, "day")
 
 
 @settings(max_examples=100, deadline=None)

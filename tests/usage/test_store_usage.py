@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -320,3 +320,29 @@ async def test_events_that_already_carry_their_token_id_are_stored(
     assert len(await read_usage_rows(services)) == 30
     assert await read_rollup(services) == oracle_rollup(events, {token_hash: token.token.id})
     assert await read_last_used(services, token.token.id) == max(e.used_at for e in events)
+
+
+async def test_stored_times_compare_in_range_queries_as_the_times_they_are(
+    services: Services, token: IssuedToken
+) -> None:
+    """SQLite keeps times as text and compares them as text: the insert must store them in the
+    very form SQLAlchemy binds in queries, also for a whole second and for another time zone."""
+    token_hash = hash_token(token.token_secret)
+    whole_second = datetime(2030, 3, 1, 12, 0, 0, tzinfo=UTC)
+    in_taipei = datetime(2030, 3, 1, 20, 0, 0, 1, tzinfo=timezone(timedelta(hours=8)))
+    events = make_events(2, token_hash)
+    events[0].used_at, events[1].used_at = whole_second, in_taipei
+    await insert(services, events)
+
+    async def ids_between(since: datetime, until: datetime) -> set[str]:
+        used_at = token_usage_logs.c.used_at
+        query = sa.select(token_usage_logs.c.event_id).where(used_at >= since, used_at < until)
+        async with services.database.read() as connection:
+            return set((await connection.execute(query)).scalars())
+
+    first, second = events[0].event_id, events[1].event_id
+    microsecond = timedelta(microseconds=1)
+    assert await ids_between(whole_second, whole_second + microsecond) == {first}
+    assert await ids_between(whole_second - microsecond, whole_second) == set()
+    assert await ids_between(whole_second + microsecond, whole_second + 2 * microsecond) == {second}
+    assert await read_last_used(services, token.token.id) == whole_second + microsecond

@@ -6,31 +6,27 @@ a call twice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import operator
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenmanager.storage.schema import token_usage_logs, tokens, usage_daily, usage_hourly
 from tokenmanager.usage.events import UsageEvent
 from tokenmanager.usage.histogram import BUCKET_COLUMNS, BUCKET_UPPER_BOUNDS_MS
-from tokenmanager.usage.rollup import RollupKey, RollupRow, build_rollup
+from tokenmanager.usage.rollup import RollupKey, RollupRow, build_rollup, regroup
 
 _EVENT_COLUMNS = (
     "event_id", "token_hash", "token_id", "route_path", "used_at", "response_status",
     "response_time_ms", "ttfb_ms", "ip_address", "user_agent", "request_method",
     "error_message", "bytes_in", "bytes_out", "failure_kind", "source",
 )  # fmt: skip
-
-
-def _dialect_insert(connection: AsyncConnection, table: sa.Table) -> Any:
-    if connection.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+_event_values = operator.attrgetter(*_EVENT_COLUMNS)
 
 
 async def _resolve_token_ids(connection: AsyncConnection, events: Sequence[UsageEvent]) -> None:
@@ -61,23 +57,52 @@ async def insert_usage_events(connection: AsyncConnection, events: Sequence[Usag
     unique = list({event.event_id: event for event in events}.values())
     if connection.dialect.name == "postgresql":
         return await _insert_postgres(connection, unique)
-    new_ids = set(await _insert_new_rows(connection, unique))
-    inserted = [event for event in unique if event.event_id in new_ids]
+    return await _insert_sqlite(connection, unique)
+
+
+# -- SQLite: driver-level statements ----------------------------------------------------------
+# SQLAlchemy's per-row parameter handling and per-call statement building cost several times
+# what SQLite itself spends on a batch, so these statements are plain SQL with positional
+# parameters, and timestamps are bound as the text SQLAlchemy's SQLite DATETIME stores (always
+# with six fractional digits: stored values are compared as text).
+
+_SQLITE_ROWS_PER_INSERT = 500  # x 16 columns: well under SQLite's 32766 bound parameters
+_USED_AT = _EVENT_COLUMNS.index("used_at")
+
+
+def _sqlite_moment(moment: datetime) -> str:
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat(" ", "microseconds")
+
+
+@functools.lru_cache(maxsize=16)
+def _sqlite_insert_sql(row_count: int) -> str:
+    row = "(" + ", ".join("?" * len(_EVENT_COLUMNS)) + ")"
+    return (
+        f"INSERT INTO token_usage_logs ({', '.join(_EVENT_COLUMNS)}) "  # noqa: S608 - fixed names
+        f"VALUES {', '.join([row] * row_count)} "
+        "ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    )
+
+
+async def _insert_sqlite(connection: AsyncConnection, events: list[UsageEvent]) -> int:
+    """Multi-row INSERTs returning the event ids really inserted; last_used and the rollups
+    from those rows only."""
+    new_ids: set[str] = set()
+    for start in range(0, len(events), _SQLITE_ROWS_PER_INSERT):
+        chunk = events[start : start + _SQLITE_ROWS_PER_INSERT]
+        parameters: list[Any] = []
+        for event in chunk:
+            values = list(_event_values(event))
+            values[_USED_AT] = _sqlite_moment(values[_USED_AT])
+            parameters += values
+        result = await connection.exec_driver_sql(_sqlite_insert_sql(len(chunk)), tuple(parameters))
+        new_ids.update(result.scalars())
+    inserted = [event for event in events if event.event_id in new_ids]
     await _update_last_used(connection, inserted)
     await _add_to_rollup(connection, inserted)
     return len(inserted)
-
-
-async def _insert_new_rows(connection: AsyncConnection, events: list[UsageEvent]) -> list[str]:
-    """INSERT … ON CONFLICT DO NOTHING RETURNING event_id, as one statement with many parameter
-    sets: SQLAlchemy compiles it once (cached) and batches the rows itself."""
-    statement = (
-        _dialect_insert(connection, token_usage_logs)
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(token_usage_logs.c.event_id)
-    )
-    rows = [{name: getattr(e, name) for name in _EVENT_COLUMNS} for e in events]
-    return list((await connection.execute(statement, rows)).scalars())
 
 
 def _array_type(column: sa.Column[Any]) -> str:
@@ -179,13 +204,10 @@ def _ingest_sql() -> str:
 
 async def _insert_postgres(connection: AsyncConnection, events: list[UsageEvent]) -> int:
     """The batch as one array per column, in one statement (`_ingest_sql`)."""
-    arrays: list[list[Any]] = [[getattr(e, name) for e in events] for name in _EVENT_COLUMNS]
-    used_at = _EVENT_COLUMNS.index("used_at")
-    # As the UTCDateTime column type binds it: naive UTC.
-    arrays[used_at] = [
-        moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
-        for moment in arrays[used_at]
+    arrays: list[list[Any]] = [
+        list(column) for column in zip(*map(_event_values, events), strict=True)
     ]
+    arrays[_USED_AT] = [_naive_utc(moment) for moment in arrays[_USED_AT]]
     result = await connection.exec_driver_sql(_INGEST_SQL, tuple(arrays))
     return int(result.scalar_one())
 
@@ -200,36 +222,36 @@ async def _update_last_used(connection: AsyncConnection, events: Sequence[UsageE
             latest[event.token_id] = event.used_at
     if not latest:
         return
-    await connection.execute(
-        tokens.update()
-        .where(
-            tokens.c.id == sa.bindparam("b_id"),
-            sa.or_(tokens.c.last_used.is_(None), tokens.c.last_used < sa.bindparam("b_used")),
-        )
-        .values(last_used=sa.bindparam("b_used")),
-        [{"b_id": token_id, "b_used": used_at} for token_id, used_at in sorted(latest.items())],
+    await connection.exec_driver_sql(
+        "UPDATE tokens SET last_used = ? WHERE id = ? AND (last_used IS NULL OR last_used < ?)",
+        [
+            (moment, token_id, moment)
+            for token_id, moment in sorted(
+                (token_id, _sqlite_moment(used_at)) for token_id, used_at in latest.items()
+            )
+        ],
     )
 
 
 async def _add_to_rollup(connection: AsyncConnection, events: Sequence[UsageEvent]) -> None:
-    for period in ("hour", "day"):
-        await write_rollup(connection, build_rollup(events, period), period)
+    hourly = build_rollup(events, "hour")
+    await write_rollup(connection, hourly, "hour")
+    await write_rollup(connection, regroup(hourly, "day"), "day")
 
 
 async def write_rollup(
     connection: AsyncConnection, rollup: dict[RollupKey, RollupRow], period: str
 ) -> None:
     """Add rollup rows to the stored ones (upsert) in the hourly or daily table."""
-    table = usage_hourly if period == "hour" else usage_daily
     # Sorted keys: concurrent writers lock rollup rows in one order and cannot deadlock.
     items = sorted(rollup.items())
     if not items:
         return
     if connection.dialect.name == "postgresql":
-        await _upsert_rollup_arrays(connection, table, period, items)
+        await _upsert_rollup_arrays(connection, period, _rollup_tuples(items, _naive_utc))
         return
-    rows = [row.as_values(key, period) for key, row in items]
-    await connection.execute(_rollup_upsert(connection, table, period), rows)
+    rows = _rollup_tuples(items, _sqlite_moment)
+    await connection.exec_driver_sql(_ROLLUP_SQLITE_SQL[period], rows)
 
 
 _ROLLUP_ADDITIVE = ("calls", "errors", "sum_latency_ms", "bytes_in", "bytes_out", *BUCKET_COLUMNS)
@@ -242,23 +264,39 @@ _ROLLUP_ARRAY_TYPES = {
 }  # fmt: skip
 
 
+def _rollup_updates(table: str, greatest: str) -> str:
+    """The DO UPDATE of a rollup upsert: sums added, the maximum kept, the first token id."""
+    updates = [f"{c} = {table}.{c} + excluded.{c}" for c in _ROLLUP_ADDITIVE]
+    updates.append(f"max_latency_ms = {greatest}({table}.max_latency_ms, excluded.max_latency_ms)")
+    updates.append(f"token_id = COALESCE({table}.token_id, excluded.token_id)")
+    return ", ".join(updates)
+
+
 def _rollup_array_sql(table: sa.Table, period: str) -> str:
-    """One INSERT … SELECT FROM unnest(column arrays) ON CONFLICT DO UPDATE for the whole batch:
-    one statement instead of one per rollup row (the same sums, greatest and coalesce as
-    `_rollup_upsert`). unnest keeps the arrays' order, so rows are still locked in key order."""
+    """PostgreSQL: one INSERT … SELECT FROM unnest(column arrays) ON CONFLICT DO UPDATE for the
+    whole batch, one statement instead of one per rollup row. unnest keeps the arrays' order,
+    so rows are still locked in key order."""
     columns = (period, *_ROLLUP_ARRAY_TYPES)
     arrays = ", ".join(
         f"${index}::{kind}[]"
         for index, kind in enumerate(("timestamp", *_ROLLUP_ARRAY_TYPES.values()), start=1)
     )
-    name = table.name
-    updates = [f"{c} = {name}.{c} + EXCLUDED.{c}" for c in _ROLLUP_ADDITIVE]
-    updates.append(f"max_latency_ms = GREATEST({name}.max_latency_ms, EXCLUDED.max_latency_ms)")
-    updates.append(f"token_id = COALESCE({name}.token_id, EXCLUDED.token_id)")
     return (
-        f"INSERT INTO {name} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "  # noqa: S608 - fixed names
+        f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "  # noqa: S608 - fixed names
         f"ON CONFLICT ({period}, token_hash, route_path, status_class) "
-        f"DO UPDATE SET {', '.join(updates)}"
+        f"DO UPDATE SET {_rollup_updates(table.name, 'GREATEST')}"
+    )
+
+
+def _rollup_sqlite_sql(table: sa.Table, period: str) -> str:
+    """SQLite: the same upsert for one row, run for every row (executemany); SQLite's
+    two-argument max() is PostgreSQL's GREATEST."""
+    columns = (period, *_ROLLUP_ARRAY_TYPES)
+    return (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608 - fixed names
+        f"VALUES ({', '.join('?' * len(columns))}) "
+        f"ON CONFLICT ({period}, token_hash, route_path, status_class) "
+        f"DO UPDATE SET {_rollup_updates(table.name, 'max')}"
     )
 
 
@@ -267,53 +305,37 @@ _ROLLUP_ARRAY_SQL = {
     "hour": _rollup_array_sql(usage_hourly, "hour"),
     "day": _rollup_array_sql(usage_daily, "day"),
 }
+_ROLLUP_SQLITE_SQL = {
+    "hour": _rollup_sqlite_sql(usage_hourly, "hour"),
+    "day": _rollup_sqlite_sql(usage_daily, "day"),
+}
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    """As the UTCDateTime column type binds it."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def _rollup_tuples(
+    items: list[tuple[RollupKey, RollupRow]], bind_moment: Callable[[datetime], Any]
+) -> list[tuple[Any, ...]]:
+    """Rollup rows as parameter tuples, in the column order of `_ROLLUP_ARRAY_TYPES`."""
+    return [
+        (bind_moment(start), token_hash, route_path, status_class, row.token_id, row.calls,
+         row.errors, row.sum_latency_ms, row.max_latency_ms, row.bytes_in, row.bytes_out,
+         *row.buckets)
+        for (start, token_hash, route_path, status_class), row in items
+    ]  # fmt: skip
 
 
 async def _upsert_rollup_arrays(
-    connection: AsyncConnection,
-    table: sa.Table,
-    period: str,
-    items: list[tuple[RollupKey, RollupRow]],
+    connection: AsyncConnection, period: str, rows: list[tuple[Any, ...]]
 ) -> None:
     """PostgreSQL: the batch's rollup rows as one array per column, in one statement. Row by
     row (executemany) costs a statement execution per rollup row, and a batch of 1000 events
     makes hundreds of them in each of the two rollup tables."""
-    starts, hashes, paths, classes, token_ids = [], [], [], [], []
-    measures: list[list[int]] = [[] for _ in range(6)]
-    buckets: list[list[int]] = [[] for _ in BUCKET_COLUMNS]
-    for (start, token_hash, route_path, status_class), row in items:
-        # As the UTCDateTime column type binds it: naive UTC.
-        starts.append(start.astimezone(UTC).replace(tzinfo=None) if start.tzinfo else start)
-        hashes.append(token_hash)
-        paths.append(route_path)
-        classes.append(status_class)
-        token_ids.append(row.token_id)
-        for values, value in zip(
-            measures,
-            (row.calls, row.errors, row.sum_latency_ms, row.max_latency_ms,
-             row.bytes_in, row.bytes_out),
-            strict=True,
-        ):  # fmt: skip
-            values.append(value)
-        for values, value in zip(buckets, row.buckets, strict=True):
-            values.append(value)
     fairy = await connection.get_raw_connection()
     driver: Any = fairy.driver_connection
     await driver.execute(
-        _ROLLUP_ARRAY_SQL[period], starts, hashes, paths, classes, token_ids, *measures, *buckets
-    )
-
-
-def _rollup_upsert(connection: AsyncConnection, table: sa.Table, period: str) -> Any:
-    """INSERT … ON CONFLICT DO UPDATE adding the new counts to the stored ones."""
-    is_postgres = connection.dialect.name == "postgresql"
-    greatest = sa.func.greatest if is_postgres else sa.func.max  # SQLite's 2-argument max()
-    statement = _dialect_insert(connection, table)
-    excluded = statement.excluded
-    additive = ("calls", "errors", "sum_latency_ms", "bytes_in", "bytes_out", *BUCKET_COLUMNS)
-    updates: dict[str, Any] = {name: table.c[name] + excluded[name] for name in additive}
-    updates["max_latency_ms"] = greatest(table.c.max_latency_ms, excluded.max_latency_ms)
-    updates["token_id"] = sa.func.coalesce(table.c.token_id, excluded.token_id)
-    return statement.on_conflict_do_update(
-        index_elements=[period, "token_hash", "route_path", "status_class"], set_=updates
+        _ROLLUP_ARRAY_SQL[period], *(list(column) for column in zip(*rows, strict=True))
     )

@@ -46,6 +46,17 @@ class RollupRow:
             self.max_latency_ms = max(self.max_latency_ms, latency)
             self.buckets[bucket_index(latency)] += 1
 
+    def merge(self, other: RollupRow) -> None:
+        """Add another row's counts (of the same token, route and status class)."""
+        self.token_id = self.token_id or other.token_id
+        self.calls += other.calls
+        self.errors += other.errors
+        self.sum_latency_ms += other.sum_latency_ms
+        self.max_latency_ms = max(self.max_latency_ms, other.max_latency_ms)
+        self.bytes_in += other.bytes_in
+        self.bytes_out += other.bytes_out
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
+
     def as_values(self, key: RollupKey, period: str = "hour") -> dict[str, object]:
         start, token_hash, route_path, status_class = key
         return {
@@ -88,3 +99,16 @@ def build_rollup(events: Iterable[UsageEvent], period: str = "hour") -> dict[Rol
     for event in events:
         fold_event(rows, event, period)
     return rows
+
+
+def regroup(rows: dict[RollupKey, RollupRow], period: str) -> dict[RollupKey, RollupRow]:
+    """Rollup rows of a shorter period summed into `period` rows (hours into days): the same
+    figures as folding the events again, for a fraction of the work."""
+    regrouped: dict[RollupKey, RollupRow] = {}
+    for (start, token_hash, route_path, status_class), row in rows.items():
+        key = (PERIOD_STARTS[period](start), token_hash, route_path, status_class)
+        total = regrouped.get(key)
+        if total is None:
+            regrouped[key] = total = RollupRow(token_id=row.token_id)
+        total.merge(row)
+    return regrouped
