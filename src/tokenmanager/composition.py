@@ -81,7 +81,9 @@ def upstream_policy(settings: Settings) -> UpstreamPolicy:
 
 def build_services(settings: Settings) -> Services:
     """Wire every service to one database; raises ConfigurationError for unusable settings."""
-    database = Database.from_url(settings.resolved_database_url)
+    database = Database.from_url(
+        settings.resolved_database_url, postgres_work_mem=settings.postgres_work_mem or None
+    )
     keyring = Keyring(load_secret_key(settings))
     redis = build_redis(settings.redis_url) if settings.redis_url else None
     if redis is not None:

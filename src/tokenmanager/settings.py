@@ -64,6 +64,11 @@ class Settings(BaseSettings):
         description="sqlite:///path/tm.db or postgresql://user@host:5432/db; "
         "default: a SQLite file in the data dir.",
     )
+    postgres_work_mem: str = Field(
+        default="32MB",
+        pattern=r"^([1-9][0-9]*(kB|MB|GB))?$",
+        description="work_mem of the control plane's PostgreSQL sessions (empty: the server's).",
+    )
     mode: Mode = Field(default=Mode.PRODUCTION, description="production or dev.")
     secret_key: SecretStr | None = Field(
         default=None,

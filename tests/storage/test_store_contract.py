@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from time_machine import TimeMachineFixture
 
 from tokenmanager.access.actor import Actor, Role
-from tokenmanager.composition import Services
+from tokenmanager.composition import Services, build_services
 from tokenmanager.errors import (
     ConflictError,
     InvalidInputError,
@@ -665,3 +665,19 @@ async def test_no_secret_reaches_the_database(services: Services, admin: Actor) 
     assert hash_token(issued.token_secret) in text
     assert hash_token(rotated.token_secret) in text
     assert [secret for secret in secrets if secret in text] == []
+
+
+async def test_control_plane_postgres_sessions_get_the_configured_work_mem(
+    services: Services, tmp_path: Path
+) -> None:
+    if services.database.dialect != "postgresql":
+        pytest.skip("work_mem is a PostgreSQL setting")
+    async with services.database.read() as connection:
+        assert (await connection.exec_driver_sql("SHOW work_mem")).scalar_one() == "32MB"
+    url = services.settings.resolved_database_url
+    tuned = build_services(make_settings(tmp_path / "tuned", url, postgres_work_mem="64MB"))
+    try:
+        async with tuned.database.read() as connection:
+            assert (await connection.exec_driver_sql("SHOW work_mem")).scalar_one() == "64MB"
+    finally:
+        await tuned.close()

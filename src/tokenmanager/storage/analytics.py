@@ -79,8 +79,10 @@ def rollup_source(window: Window, where: UsageFilter, *, hourly_only: bool = Fal
 
 
 def _measures(source: Any) -> list[Any]:
+    # PostgreSQL sums bigints into numeric, which reaches Python as Decimal: cast back, so
+    # the driver decodes plain integers (a tenth of the time for a few hundred groups).
     return [
-        *(sa.func.sum(source.c[name]).label(name) for name in _SUMMED),
+        *(sa.cast(sa.func.sum(source.c[name]), sa.BigInteger).label(name) for name in _SUMMED),
         sa.func.max(source.c.max_latency_ms).label("max_latency_ms"),
     ]
 

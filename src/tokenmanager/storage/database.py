@@ -25,8 +25,8 @@ class Database:
         self.on_change: OnChange | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> Database:
-        return cls(create_engine(url))
+    def from_url(cls, url: str, *, postgres_work_mem: str | None = None) -> Database:
+        return cls(create_engine(url, postgres_work_mem=postgres_work_mem))
 
     @property
     def dialect(self) -> str:

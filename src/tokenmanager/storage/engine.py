@@ -60,8 +60,11 @@ def is_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite"
 
 
-def create_engine(raw_url: str, **engine_options: Any) -> AsyncEngine:
-    """An AsyncEngine for the URL; the SQLite file's folder is created if missing."""
+def create_engine(
+    raw_url: str, *, postgres_work_mem: str | None = None, **engine_options: Any
+) -> AsyncEngine:
+    """An AsyncEngine for the URL; the SQLite file's folder is created if missing. On
+    PostgreSQL, `postgres_work_mem` (e.g. "32MB") is set on every session."""
     url = parse_database_url(raw_url)
     if is_sqlite(url):
         database = url.database or ""
@@ -78,6 +81,8 @@ def create_engine(raw_url: str, **engine_options: Any) -> AsyncEngine:
         sa.event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
         return engine
     engine_options.setdefault("pool_pre_ping", True)
+    if postgres_work_mem:
+        engine_options["connect_args"] = {"server_settings": {"work_mem": postgres_work_mem}}
     return create_async_engine(url, **engine_options)
 
 

@@ -70,10 +70,13 @@ _SQLITE_ROWS_PER_INSERT = 500  # x 16 columns: well under SQLite's 32766 bound p
 _USED_AT = _EVENT_COLUMNS.index("used_at")
 
 
+def _naive_utc(moment: datetime) -> datetime:
+    """As the UTCDateTime column type binds it."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
 def _sqlite_moment(moment: datetime) -> str:
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment.isoformat(" ", "microseconds")
+    return _naive_utc(moment).isoformat(" ", "microseconds")
 
 
 @functools.lru_cache(maxsize=16)
@@ -123,15 +126,19 @@ def _bucket_condition(index: int) -> str:
     return " AND ".join(conditions)
 
 
+def _rollup_updates(table: str, greatest: str) -> str:
+    """The DO UPDATE of a rollup upsert: sums added, the maximum kept, the first token id."""
+    updates = [f"{c} = {table}.{c} + excluded.{c}" for c in _ROLLUP_ADDITIVE]
+    updates.append(f"max_latency_ms = {greatest}({table}.max_latency_ms, excluded.max_latency_ms)")
+    updates.append(f"token_id = COALESCE({table}.token_id, excluded.token_id)")
+    return ", ".join(updates)
+
+
 def _rollup_conflict(table: str, period: str) -> str:
-    """Add a delta row to the stored one (the same sums, greatest and coalesce as
-    `_rollup_upsert`)."""
-    updates = [f"{c} = {table}.{c} + EXCLUDED.{c}" for c in _ROLLUP_ADDITIVE]
-    updates.append(f"max_latency_ms = GREATEST({table}.max_latency_ms, EXCLUDED.max_latency_ms)")
-    updates.append(f"token_id = COALESCE({table}.token_id, EXCLUDED.token_id)")
+    """Add a delta row to the stored one."""
     return (
         f"ON CONFLICT ({period}, token_hash, route_path, status_class) "
-        f"DO UPDATE SET {', '.join(updates)}"
+        f"DO UPDATE SET {_rollup_updates(table, 'GREATEST')}"
     )
 
 
@@ -213,6 +220,7 @@ async def _insert_postgres(connection: AsyncConnection, events: list[UsageEvent]
 
 
 async def _update_last_used(connection: AsyncConnection, events: Sequence[UsageEvent]) -> None:
+    """SQLite: move tokens.last_used forward to each token's newest event."""
     latest: dict[int, datetime] = {}
     for event in events:
         if event.token_id is None:
@@ -264,14 +272,6 @@ _ROLLUP_ARRAY_TYPES = {
 }  # fmt: skip
 
 
-def _rollup_updates(table: str, greatest: str) -> str:
-    """The DO UPDATE of a rollup upsert: sums added, the maximum kept, the first token id."""
-    updates = [f"{c} = {table}.{c} + excluded.{c}" for c in _ROLLUP_ADDITIVE]
-    updates.append(f"max_latency_ms = {greatest}({table}.max_latency_ms, excluded.max_latency_ms)")
-    updates.append(f"token_id = COALESCE({table}.token_id, excluded.token_id)")
-    return ", ".join(updates)
-
-
 def _rollup_array_sql(table: sa.Table, period: str) -> str:
     """PostgreSQL: one INSERT … SELECT FROM unnest(column arrays) ON CONFLICT DO UPDATE for the
     whole batch, one statement instead of one per rollup row. unnest keeps the arrays' order,
@@ -283,8 +283,7 @@ def _rollup_array_sql(table: sa.Table, period: str) -> str:
     )
     return (
         f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays}) "  # noqa: S608 - fixed names
-        f"ON CONFLICT ({period}, token_hash, route_path, status_class) "
-        f"DO UPDATE SET {_rollup_updates(table.name, 'GREATEST')}"
+        f"{_rollup_conflict(table.name, period)}"
     )
 
 
@@ -309,11 +308,6 @@ _ROLLUP_SQLITE_SQL = {
     "hour": _rollup_sqlite_sql(usage_hourly, "hour"),
     "day": _rollup_sqlite_sql(usage_daily, "day"),
 }
-
-
-def _naive_utc(moment: datetime) -> datetime:
-    """As the UTCDateTime column type binds it."""
-    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
 def _rollup_tuples(
