@@ -27,11 +27,11 @@ from tokenmanager.security.webhooks import WebhookService
 from tokenmanager.settings import Settings, load_secret_key
 from tokenmanager.ssrf import IPNetwork, UpstreamPolicy
 from tokenmanager.storage.database import Database
-from tokenmanager.storage.usage import insert_usage_events
+from tokenmanager.storage.usage import insert_usage_events, is_refused_data
 from tokenmanager.teams.service import TeamService
 from tokenmanager.tokens.service import TokenService
 from tokenmanager.usage.events import UsageEvent
-from tokenmanager.usage.recorder import UsageRecorder, WriteBatch
+from tokenmanager.usage.recorder import RefusedBatchError, UsageRecorder, WriteBatch
 from tokenmanager.usage.spool import Spool
 from tokenmanager.usage.upkeep import UsageUpkeep
 from tokenmanager.users.passwords import Passwords
@@ -135,8 +135,13 @@ def build_recorder(
     this process unless `write_batch` writes them elsewhere."""
 
     async def write_here(events: Sequence[UsageEvent]) -> int:
-        async with database.write() as connection:
-            return await insert_usage_events(connection, events)
+        try:
+            async with database.write() as connection:
+                return await insert_usage_events(connection, events)
+        except Exception as exc:
+            if is_refused_data(exc):
+                raise RefusedBatchError(type(exc).__name__) from exc
+            raise
 
     return UsageRecorder(
         write_batch or write_here,

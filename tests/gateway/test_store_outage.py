@@ -169,7 +169,7 @@ async def test_store_outage_during_load_leaves_exactly_one_usage_row_per_answere
     assert stats.spooled > 0
     assert stats.replayed > 0
     assert stats.store_failures > 0
-    assert stats.dropped == {"queue_full": 0, "spool_full": 0, "spool_error": 0}
+    assert stats.dropped == {"queue_full": 0, "spool_full": 0, "spool_error": 0, "rejected": 0}
     # After the gateway stopped (queue drained, spool closed), still exactly one row per call.
     assert await count_usage_rows(services) == (REQUESTS, REQUESTS)
     async with services.database.read() as connection:

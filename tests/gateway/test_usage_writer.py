@@ -1,5 +1,6 @@
 """The usage writer process on both backends: it stores batches idempotently, reports a store
-failure as an exception (so the recorder spools the batch), survives its own death by starting
+failure as an exception (so the recorder spools the batch) and a refusal of the data as
+RefusedBatchError, survives its own death by starting
 again for the next batch, and exits when the gateway closes it."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tokenmanager.composition import Services
 from tokenmanager.gateway.usage_writer import UsageWriterError, UsageWriterProcess
 from tokenmanager.storage.schema import token_usage_logs, usage_hourly
 from tokenmanager.usage.events import UsageEvent
+from tokenmanager.usage.recorder import RefusedBatchError
 
 
 def make_events(count: int) -> list[UsageEvent]:
@@ -56,6 +58,17 @@ async def test_a_batch_is_stored_once_with_its_rollup(
     async with services.database.read() as connection:
         calls = (await connection.execute(sa.select(sa.func.sum(usage_hourly.c.calls)))).scalar()
     assert calls == 40
+
+
+async def test_a_batch_the_store_refuses_for_its_data_raises_refused_batch(
+    writer: UsageWriterProcess, services: Services
+) -> None:
+    events = make_events(3)
+    events[1].token_hash = None  # type: ignore[assignment]  # NOT NULL in every store
+    with pytest.raises(RefusedBatchError):
+        await writer.write_batch(events)
+    assert await stored_event_ids(services) == set()  # one transaction: nothing half-written
+    assert await writer.write_batch([events[0], events[2]]) == 2  # the child lives on
 
 
 async def test_a_store_failure_raises_so_the_recorder_spools(tmp_path: Path) -> None:

@@ -19,12 +19,13 @@ import pytest
 
 from tokenmanager.usage import recorder as recorder_module
 from tokenmanager.usage.events import UsageEvent
-from tokenmanager.usage.recorder import UsageRecorder
-from tokenmanager.usage.spool import Spool
+from tokenmanager.usage.recorder import RefusedBatchError, UsageRecorder
+from tokenmanager.usage.spool import REJECTED_DIRECTORY, Spool
 
 DEADLINE_S = 5.0
 LONG_INTERVAL_S = 60.0  # longer than any test: nothing is flushed by time
 SPOOL_MAX_BYTES = 10 * 1024 * 1024
+REFUSED_ROUTE = "/refused"  # FakeStore refuses any batch holding an event on this route
 
 
 class FakeStore:
@@ -46,6 +47,8 @@ class FakeStore:
                 await self.gate.wait()
             if self.is_down:
                 raise ConnectionError("the store is down")
+            if any(event.route_path == REFUSED_ROUTE for event in events):
+                raise RefusedBatchError("a value the store cannot hold")
             self.batches.append(list(events))
             return len(events)
         finally:
@@ -210,6 +213,36 @@ async def test_a_failed_batch_is_spooled_and_replayed_exactly_once_when_the_stor
     record_all(recorder, more := make_events(2))
     await wait_until(lambda: len(store.written_ids) == 12, "later events written")
     assert_each_once(store.written_ids, [e.event_id for e in events + more])
+
+
+def rejected_ids(spool_root: Path) -> list[str]:
+    return [
+        json.loads(line)["event_id"]
+        for path in sorted((spool_root / REJECTED_DIRECTORY).glob("*.ndjson"))
+        for line in path.read_text().splitlines()
+    ]
+
+
+async def test_a_batch_refused_for_its_data_sets_that_event_aside_and_holds_up_nothing(
+    make_recorder: MakeRecorder, store: FakeStore, spool_root: Path
+) -> None:
+    recorder = make_recorder(batch_size=4, flush_interval_s=0.02)
+    await recorder.start()
+    good, refused = make_events(7), make_events(1, route=REFUSED_ROUTE)
+    first = good[:3] + refused  # one batch of four, refused as a whole
+    record_all(recorder, first)
+    await wait_until(lambda: recorder.stats.dropped["rejected"] == 1, "the bad event set aside")
+    assert rejected_ids(spool_root) == [refused[0].event_id]
+    # Later events, spooled behind the refused batch during an outage, are not held up by it.
+    store.is_down = True
+    record_all(recorder, good[3:])
+    await wait_until(lambda: recorder.stats.spooled == 8, "the outage's events spooled")
+    store.is_down = False
+    await wait_until(lambda: recorder.stats.replayed == 7, "every good event replayed")
+    assert_each_once(store.written_ids, [e.event_id for e in good])
+    await wait_until(lambda: not Spool(spool_root, max_bytes=1).has_pending(), "spool empty")
+    assert spooled_ids(spool_root) == []  # the rejected folder is never replayed
+    assert rejected_ids(spool_root) == [refused[0].event_id]
 
 
 async def test_events_recorded_during_an_outage_and_after_it_each_arrive_once(

@@ -4,22 +4,26 @@ usage_hourly (and usage_daily) equal to an oracle over the events really inserte
 
 from __future__ import annotations
 
+import asyncio
+import json
 import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from tokenmanager.access.actor import Actor
-from tokenmanager.composition import Services
+from tokenmanager.composition import Services, build_recorder
 from tokenmanager.storage import usage as usage_sql
 from tokenmanager.storage.schema import token_usage_logs, tokens, usage_daily, usage_hourly
 from tokenmanager.tokens.codec import hash_token
 from tokenmanager.tokens.models import IssuedToken
 from tokenmanager.usage.events import UsageEvent
 from tokenmanager.usage.histogram import BUCKET_COLUMNS, BUCKET_UPPER_BOUNDS_MS
+from tokenmanager.usage.spool import REJECTED_DIRECTORY, Spool
 
 TEAM_ID = "usage-team"
 T0 = datetime(2030, 3, 1, 22, 30, tzinfo=UTC)  # events span midnight: two days, many hours
@@ -346,3 +350,35 @@ async def test_stored_times_compare_in_range_queries_as_the_times_they_are(
     assert await ids_between(whole_second - microsecond, whole_second) == set()
     assert await ids_between(whole_second + microsecond, whole_second + 2 * microsecond) == {second}
     assert await read_last_used(services, token.token.id) == whole_second + microsecond
+
+
+async def test_the_recorder_sets_aside_only_the_events_the_store_refuses(
+    services: Services, token: IssuedToken, tmp_path: Path
+) -> None:
+    """Through the real write path: a missing token hash breaks NOT NULL everywhere, and a NUL
+    byte is a value PostgreSQL's text cannot hold (SQLite stores it)."""
+    events = make_events(6, hash_token(token.token_secret))
+    events[1].token_hash = None  # type: ignore[assignment]
+    refused = {events[1].event_id}
+    if services.database.dialect == "postgresql":
+        events[4].user_agent = "curl\x00/8"
+        refused.add(events[4].event_id)
+    spool = Spool(tmp_path / "spool", max_bytes=10**7)
+    recorder = build_recorder(services.settings, services.database, spool)
+    await recorder.start()
+    for event in events:
+        recorder.record(event)
+    await recorder.flush()  # refused as a batch: spooled, then replayed event by event
+    async with asyncio.timeout(30):
+        # The recorder's counters are plain fields, not events to wait on.
+        while recorder.stats.replayed + recorder.stats.dropped["rejected"] < len(events):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    await recorder.stop()
+    stored = {row.event_id for row in await read_usage_rows(services)}
+    assert stored == {event.event_id for event in events} - refused
+    rejected_files = list((tmp_path / "spool" / REJECTED_DIRECTORY).glob("*.ndjson"))
+    rejected = {
+        json.loads(line)["event_id"] for f in rejected_files for line in f.read_text().splitlines()
+    }
+    assert rejected == refused
+    assert recorder.stats.dropped["rejected"] == len(refused)

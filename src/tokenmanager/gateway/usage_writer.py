@@ -5,7 +5,8 @@ per event: on the event loop that is a third of a proxied call's CPU and a stall
 milliseconds per batch. The child pays it on another core; the loop pays a pickle.
 
     recorder -> write_batch -> [length-prefixed pickle over the child's stdin]
-             <- new-row count or the failure's name <- child: Database.write + insert
+             <- new-row count, or the failure's name and whether the store refused the data
+             <- child: Database.write + insert
 
 Nothing else changes for the recorder: a failed write (the store's, or the child's) raises, so
 the batch goes to the spool as before and is replayed through here. A child that died is
@@ -29,6 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tokenmanager.usage.events import UsageEvent
+from tokenmanager.usage.recorder import RefusedBatchError
 
 logger = logging.getLogger(__name__)
 
@@ -76,13 +78,15 @@ class UsageWriterProcess:
             try:
                 process.stdin.write(_frame([_event_values(event) for event in events]))
                 await process.stdin.drain()
-                written, failure = await _read_frame(process.stdout)
+                written, failure, refused = await _read_frame(process.stdout)
             except (OSError, EOFError, asyncio.IncompleteReadError) as exc:
                 self._discard(process)
                 raise UsageWriterError("the usage writer process ended") from exc
             except BaseException:
                 self._discard(process)  # cancelled mid-frame: the pipe is out of step
                 raise
+        if refused:
+            raise RefusedBatchError(failure)
         if failure is not None:
             raise UsageWriterError(f"the usage store failed ({failure})")
         return int(written)
@@ -131,7 +135,7 @@ class UsageWriterProcess:
 
 async def _serve_parent() -> None:
     from tokenmanager.storage.database import Database
-    from tokenmanager.storage.usage import insert_usage_events
+    from tokenmanager.storage.usage import insert_usage_events, is_refused_data
 
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -149,12 +153,13 @@ async def _serve_parent() -> None:
                 return  # the gateway closed the pipe: done
             try:
                 async with database.write() as connection:
-                    answer: tuple[int, str | None] = (
+                    answer: tuple[int, str | None, bool] = (
                         await insert_usage_events(connection, events),
                         None,
+                        False,
                     )
             except Exception as exc:  # noqa: BLE001 - reported to the gateway, which spools
-                answer = (0, type(exc).__name__)
+                answer = (0, type(exc).__name__, is_refused_data(exc))
             writer.write(_frame(answer))
             await writer.drain()
     finally:

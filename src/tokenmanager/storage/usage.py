@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tokenmanager.errors import ConflictError
 from tokenmanager.storage.schema import token_usage_logs, tokens, usage_daily, usage_hourly
 from tokenmanager.usage.events import UsageEvent
 from tokenmanager.usage.histogram import BUCKET_COLUMNS, BUCKET_UPPER_BOUNDS_MS
@@ -47,6 +48,15 @@ async def _resolve_token_ids(connection: AsyncConnection, events: Sequence[Usage
     for event in events:
         if event.token_id is None:
             event.token_id = ids.get(event.token_hash)
+
+
+def is_refused_data(exc: BaseException) -> bool:
+    """Whether the store refused a batch for its data (a value it cannot hold, a constraint:
+    SQLSTATE classes 22 and 23) rather than being unreachable; writing it again fails again."""
+    if isinstance(exc, ConflictError | sa.exc.IntegrityError | sa.exc.DataError):
+        return True  # `Database.write` turns IntegrityError into ConflictError
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23")
 
 
 async def insert_usage_events(connection: AsyncConnection, events: Sequence[UsageEvent]) -> int:

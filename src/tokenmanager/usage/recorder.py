@@ -8,6 +8,11 @@
 event (reason "queue_full"); a full spool drops the batch (reason "spool_full"), and so does a
 spool that cannot be written at all (reason "spool_error"). `stop` drains
 the queue to the store or, failing that, the spool.
+
+A batch the store refuses for its data (`RefusedBatchError`: a value the database cannot hold,
+not an outage) would otherwise be retried forever and hold up every segment spooled after it.
+Replay then writes that batch's events one by one and sets the refused ones aside in the
+spool's `rejected/` folder (reason "rejected"), where an operator can read them.
 """
 
 from __future__ import annotations
@@ -26,6 +31,12 @@ logger = logging.getLogger(__name__)
 
 WriteBatch = Callable[[Sequence[UsageEvent]], Awaitable[int]]
 
+
+class RefusedBatchError(Exception):
+    """Raised by a `WriteBatch` when the store refused the batch's data, not because it is down:
+    writing the same events again would fail again."""
+
+
 REPLAY_BACKOFF_INITIAL_S = 0.5
 REPLAY_BACKOFF_MAX_S = 30.0
 
@@ -40,7 +51,7 @@ class RecorderStats:
     replayed: int = 0
     store_failures: int = 0
     dropped: dict[str, int] = field(
-        default_factory=lambda: {"queue_full": 0, "spool_full": 0, "spool_error": 0}
+        default_factory=lambda: {"queue_full": 0, "spool_full": 0, "spool_error": 0, "rejected": 0}
     )
 
 
@@ -147,6 +158,14 @@ class UsageRecorder:
             await self._store(batch)
             self.stats.written += len(batch)
             return
+        except RefusedBatchError as exc:
+            self.stats.store_failures += 1
+            logger.warning(
+                "usage store refused a batch (%s); spooling its %d event(s) for the replay to "
+                "set the refused ones aside",
+                exc,
+                len(batch),
+            )
         except Exception as exc:  # noqa: BLE001 - any store failure sends the batch to the spool
             self.stats.store_failures += 1
             logger.warning(
@@ -182,17 +201,42 @@ class UsageRecorder:
         """Replay every available segment; False if the store failed (retry later)."""
         segments = await asyncio.to_thread(lambda: list(self._spool.take_segments()))
         for segment in segments:
+            refused = 0
             try:
                 for start in range(0, len(segment.events), self._batch_size):
-                    await self._store(segment.events[start : start + self._batch_size])
+                    refused += await self._replay_batch(
+                        segment.events[start : start + self._batch_size]
+                    )
             except Exception as exc:  # noqa: BLE001
                 logger.info(
                     "spool replay deferred: store still unavailable (%s)", type(exc).__name__
                 )
                 return False
             await asyncio.to_thread(self._spool.remove, segment)
-            self.stats.replayed += len(segment.events)
+            self.stats.replayed += len(segment.events) - refused
         return True
+
+    async def _replay_batch(self, events: list[UsageEvent]) -> int:
+        """Store a spooled batch; if the store refuses its data, store its events one by one
+        and set the refused ones aside. Returns how many were refused. An outage (any other
+        failure) propagates: the segment stays for the next replay, and events already stored
+        are not stored twice (the store ignores event_ids it has)."""
+        try:
+            await self._store(events)
+            return 0
+        except RefusedBatchError:
+            pass
+        refused: list[UsageEvent] = []
+        for event in events:
+            try:
+                await self._store([event])
+            except RefusedBatchError as exc:
+                logger.error("usage event %s refused by the store (%s)", event.event_id, exc)
+                refused.append(event)
+        if refused:
+            await asyncio.to_thread(self._spool.reject, refused)
+            self._count_drop("rejected", len(refused))
+        return len(refused)
 
     async def _store(self, events: Sequence[UsageEvent]) -> int:
         """`write_batch`, shielded from cancellation: `stop` waits for a write under way instead

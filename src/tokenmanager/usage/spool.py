@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,13 @@ logger = logging.getLogger(__name__)
 
 SEGMENT_MAX_BYTES = 8 * 1024 * 1024
 _LOCK_FILE = ".lock"
+_PROCESS_PREFIX = "w-"  # each process's own directory; `rejected/` is not one
+_PENDING_GLOB = f"{_PROCESS_PREFIX}*/*.ndjson"
+REJECTED_DIRECTORY = "rejected"
+
+
+def _as_lines(events: list[UsageEvent]) -> str:
+    return "".join(json.dumps(e.to_json(), separators=(",", ":")) + "\n" for e in events)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +63,7 @@ class Spool:
 
     def _own_directory(self) -> Path:
         if self._directory is None:
-            directory = self.root / f"w-{uuid.uuid4().hex[:12]}"
+            directory = self.root / f"{_PROCESS_PREFIX}{uuid.uuid4().hex[:12]}"
             directory.mkdir(parents=True, exist_ok=True)
             handle = open(directory / _LOCK_FILE, "w")  # noqa: SIM115 - held for the process's life
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -66,7 +74,7 @@ class Spool:
         if not self.root.exists():
             return 0
         total = 0
-        for path in self.root.glob("*/*.ndjson"):
+        for path in self.root.glob(_PENDING_GLOB):
             # A replay in another thread or process may delete a segment between glob and stat.
             with contextlib.suppress(FileNotFoundError):
                 total += path.stat().st_size
@@ -74,7 +82,7 @@ class Spool:
 
     def append(self, events: list[UsageEvent]) -> None:
         """Write events durably (fsync). SpoolFullError if the spool is at its size limit."""
-        payload = "".join(json.dumps(e.to_json(), separators=(",", ":")) + "\n" for e in events)
+        payload = _as_lines(events)
         with self._lock:
             if self.size_bytes() + len(payload) > self._max_bytes:
                 raise SpoolFullError(f"spool at its limit of {self._max_bytes} bytes")
@@ -103,7 +111,7 @@ class Spool:
             self._segment = None
 
     def has_pending(self) -> bool:
-        return self.root.exists() and any(self.root.glob("*/*.ndjson"))
+        return self.root.exists() and any(self.root.glob(_PENDING_GLOB))
 
     def take_segments(self) -> Iterator[SpooledSegment]:
         """Segments to replay: this process's (its open one is closed first) and dead owners'.
@@ -117,7 +125,8 @@ class Spool:
             # not in this list, so no segment handed out here is still being written.
             self._close_segment()
             own_paths = sorted(self._directory.glob("*.ndjson")) if self._directory else []
-        for directory in sorted(p for p in self.root.iterdir() if p.is_dir()):
+        directories = (p for p in self.root.iterdir() if p.name.startswith(_PROCESS_PREFIX))
+        for directory in sorted(p for p in directories if p.is_dir()):
             if directory != self._directory and not self._adopt(directory):
                 continue  # a live process owns it
             paths = (
@@ -155,6 +164,20 @@ class Spool:
         if torn:
             logger.warning("spool segment %s: skipped %d unreadable line(s)", path.name, torn)
         return SpooledSegment(path=path, events=events, torn_lines=torn)
+
+    def reject(self, events: list[UsageEvent]) -> Path:
+        """Keep events the store refused in `<root>/rejected/`, out of every replay: one
+        NDJSON file per call, fsynced, never deleted by the product."""
+        directory = self.root / REJECTED_DIRECTORY
+        directory.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        path = directory / f"{stamp}-{uuid.uuid4().hex[:8]}.ndjson"
+        payload = _as_lines(events)
+        with open(path, "w", encoding="utf-8") as rejected:
+            rejected.write(payload)
+            rejected.flush()
+            os.fsync(rejected.fileno())
+        return path
 
     @staticmethod
     def remove(segment: SpooledSegment) -> None:
