@@ -11,7 +11,8 @@ Each target gets wrk at concurrency 1, 16 and 64 for --duration seconds (after a
 Then a 1 GiB response is streamed through the gateway from the mock upstream while the
 gateway's RSS is sampled.
 
-    .venv/bin/python bench/gateway_bench.py [--duration 10] [--repeat 3] [--out bench/results/gateway.md]
+    .venv/bin/python bench/gateway_bench.py [--duration 10] [--repeat 3]
+                                            [--out bench/results/gateway.md]
 
 CPU per request counts the target's processes and their children (the gateway's usage writer).
 `--repeat N` then measures the bare pass-through and the gateway N more times each at c=16,
@@ -172,7 +173,8 @@ def parse_wrk(output: str) -> dict[str, float]:
     requests = re.search(r"(\d+) requests in", output)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     errors = re.search(r"Socket errors: (.*)", output)
-    assert rps and requests, output
+    assert rps, output
+    assert requests, output
     return {
         "rps": float(rps.group(1)),
         "requests": int(requests.group(1)),
@@ -202,7 +204,8 @@ def prepare_gateway_data(data_dir: Path, upstream_url: str, env: dict[str, str])
     token = json.loads(cli("token", "issue", "--name", "bench", "--team", "bench-team",
                            "--scope", "bench:call", "--json"))["token"]  # fmt: skip
     cli("route", "add", "/bench", upstream_url, "--scope", "bench:call",
-        "--auth-header", "Authorization", "--auth-value-stdin", stdin="Bearer sk-bench-upstream\n")  # fmt: skip
+        "--auth-header", "Authorization", "--auth-value-stdin",
+        stdin="Bearer sk-bench-upstream\n")  # fmt: skip
     return str(token)
 
 
@@ -237,7 +240,8 @@ def benchmark(duration_s: int, repeat: int, out: Path) -> None:
             "upstream", [nginx_binary(), "-c", str(conf), "-p", str(work), "-g", "daemon off;"]
         )
         passthrough = start("passthrough", [PYTHON, str(ROOT / "bench/passthrough.py"),
-                            "--port", str(ports["passthrough"]), "--upstream", upstream_url])  # fmt: skip
+                            "--port", str(ports["passthrough"]),
+                            "--upstream", upstream_url])  # fmt: skip
         naive = start("naive", [PYTHON, str(ROOT / "bench/naive_proxy.py"),
                       "--port", str(ports["naive"]), "--upstream", upstream_url])  # fmt: skip
         gateway = start("gateway", [*TOKENMANAGER, "gateway", "--port", str(ports["gateway"])])
@@ -248,7 +252,8 @@ def benchmark(duration_s: int, repeat: int, out: Path) -> None:
             "nginx reverse proxy": (f"http://127.0.0.1:{ports['nginx']}/v1/chat", [nginx.pid]),
             "bare pass-through (uvicorn+aiohttp)": (
                 f"http://127.0.0.1:{ports['passthrough']}/v1/chat", [passthrough.pid]),
-            "naive proxy (FastAPI+httpx)": (f"http://127.0.0.1:{ports['naive']}/v1/chat", [naive.pid]),
+            "naive proxy (FastAPI+httpx)": (
+                f"http://127.0.0.1:{ports['naive']}/v1/chat", [naive.pid]),
             "tokenmanager gateway (all features)": (
                 f"http://127.0.0.1:{ports['gateway']}/bench/v1/chat", [gateway.pid]),
         }  # fmt: skip
@@ -268,7 +273,8 @@ def benchmark(duration_s: int, repeat: int, out: Path) -> None:
                 results[name][concurrency] = figures
                 print(f"{name:40s} c={concurrency:<3d} {figures['rps']:9.0f} req/s  "
                       f"p50 {figures['p50_ms']:.3f} ms  p99 {figures['p99_ms']:.3f} ms  "
-                      f"cpu {figures['cpu_us_per_request']:.0f} us/req  non-2xx {figures['non_2xx']}",
+                      f"cpu {figures['cpu_us_per_request']:.0f} us/req  "
+                      f"non-2xx {figures['non_2xx']}",
                       flush=True)  # fmt: skip
         ratios = []
         for _ in range(repeat):
@@ -348,7 +354,8 @@ def write_report(
     for name, by_concurrency in results.items():
         for concurrency, f in by_concurrency.items():
             lines.append(
-                f"| {name} | {concurrency} | {f['rps']:.0f} | {f['p50_ms']:.3f} | {f['p99_ms']:.3f} "
+                f"| {name} | {concurrency} | {f['rps']:.0f} | {f['p50_ms']:.3f} "
+                f"| {f['p99_ms']:.3f} "
                 f"| {f['cpu_us_per_request']:.0f} | {f['non_2xx']} |"
             )
     gateway = results["tokenmanager gateway (all features)"]
@@ -359,14 +366,16 @@ def write_report(
         "",
         "Ratios from this run:",
         "",
-        f"- gateway / bare pass-through throughput at c=16: {gateway[16]['rps'] / bare[16]['rps']:.2f}"
+        "- gateway / bare pass-through throughput at c=16: "
+        f"{gateway[16]['rps'] / bare[16]['rps']:.2f}"
         + (
             f" (then {len(ratios)} alternating repeats: {', '.join(f'{r:.2f}' for r in ratios)})"
             if ratios
             else ""
         ),
         f"- gateway / naive proxy throughput at c=16: {gateway[16]['rps'] / naive[16]['rps']:.1f}x",
-        f"- added p50 latency over the upstream at c=1: {gateway[1]['p50_ms'] - direct[1]['p50_ms']:.3f} ms",
+        "- added p50 latency over the upstream at c=1: "
+        f"{gateway[1]['p50_ms'] - direct[1]['p50_ms']:.3f} ms",
         f"- gateway p99 at c=16: {gateway[16]['p99_ms']:.3f} ms",
         f"- 1 GiB stream: byte-exact {bool(stream['byte_exact'])}, {stream['seconds']:.1f} s, "
         f"gateway RSS {stream['rss_before_mib']:.0f} → peak {stream['rss_peak_mib']:.0f} MiB "

@@ -1,6 +1,6 @@
 """Baseline: the proxy most people write first, FastAPI with an httpx client per app.
 
-    python bench/naive_proxy.py --port 9102 --upstream http://127.0.0.1:9100
+python bench/naive_proxy.py --port 9102 --upstream http://127.0.0.1:9100
 """
 
 from __future__ import annotations
@@ -41,7 +41,11 @@ def main() -> None:
     parser.add_argument("--upstream", required=True)
     args = parser.parse_args()
     uvicorn.run(
-        build_app(args.upstream), host="127.0.0.1", port=args.port, log_level="warning", access_log=False
+        build_app(args.upstream),
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
     )
 
 
