@@ -38,6 +38,7 @@ class FakeStore:
         self.attempts = 0
         self.in_flight = 0
         self.gate: asyncio.Event | None = None
+        self.refused_route: str | None = REFUSED_ROUTE
 
     async def write_batch(self, events: Sequence[UsageEvent]) -> int:
         self.attempts += 1
@@ -47,7 +48,7 @@ class FakeStore:
                 await self.gate.wait()
             if self.is_down:
                 raise ConnectionError("the store is down")
-            if any(event.route_path == REFUSED_ROUTE for event in events):
+            if any(event.route_path == self.refused_route for event in events):
                 raise RefusedBatchError("a value the store cannot hold")
             self.batches.append(list(events))
             return len(events)
@@ -243,6 +244,19 @@ async def test_a_batch_refused_for_its_data_sets_that_event_aside_and_holds_up_n
     await wait_until(lambda: not Spool(spool_root, max_bytes=1).has_pending(), "spool empty")
     assert spooled_ids(spool_root) == []  # the rejected folder is never replayed
     assert rejected_ids(spool_root) == [refused[0].event_id]
+
+    # As docs/gateway.md says: once the cause is fixed, a rejected file moved into a folder of
+    # its own under the spool is replayed by the next process to start, like a stopped one's.
+    await recorder.stop()
+    store.refused_route = None
+    retry = spool_root / "w-retry"
+    retry.mkdir()
+    for path in (spool_root / REJECTED_DIRECTORY).glob("*.ndjson"):
+        path.rename(retry / path.name)
+    restarted = make_recorder(batch_size=4, flush_interval_s=0.02)
+    await restarted.start()
+    await wait_until(lambda: restarted.stats.replayed == 1, "the retried event replayed")
+    assert_each_once(store.written_ids, [e.event_id for e in good + refused])
 
 
 async def test_events_recorded_during_an_outage_and_after_it_each_arrive_once(

@@ -227,14 +227,19 @@ class UsageRecorder:
         except RefusedBatchError:
             pass
         refused: list[UsageEvent] = []
+        reasons: set[str] = set()
         for event in events:
             try:
                 await self._store([event])
             except RefusedBatchError as exc:
-                logger.error("usage event %s refused by the store (%s)", event.event_id, exc)
                 refused.append(event)
+                reasons.add(str(exc))
         if refused:
-            await asyncio.to_thread(self._spool.reject, refused)
+            path = await asyncio.to_thread(self._spool.reject, refused)
+            logger.error(
+                "%d usage event(s) refused by the store (%s), set aside in %s",
+                len(refused), ", ".join(sorted(reasons)), path,
+            )  # fmt: skip
             self._count_drop("rejected", len(refused))
         return len(refused)
 
