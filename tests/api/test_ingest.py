@@ -275,6 +275,8 @@ BAD_RECORDS: dict[str, tuple[dict[str, Any], str]] = {
     "route-over-255": ({"route": "/" + "r" * 255}, "route"),
     "route-number": ({"route": 42}, "route"),
     "user_agent-over-4096": ({"user_agent": "u" * 4097}, "user_agent"),
+    "user_agent-with-nul": ({"user_agent": "curl\u0000/8"}, "user_agent"),
+    "error_message-with-nul": ({"error_message": "boom\u0000"}, "error_message"),
     "ip-not-an-address": ({"ip_address": "999.1.1.1"}, "ip_address"),
     "ip-hostname": ({"ip_address": "gateway.example"}, "ip_address"),
     "method-with-space": ({"request_method": "PO ST"}, "request_method"),

@@ -97,6 +97,9 @@ def _optional_text(problems: _Problems, record: dict[str, Any], field: str) -> s
     if limit is not None and len(value) > limit:
         problems.add(field, f"must be at most {limit} characters")
         return None
+    if "\x00" in value:  # PostgreSQL's text cannot hold it: the store would refuse the event
+        problems.add(field, "must not contain NUL characters")
+        return None
     return value
 
 
