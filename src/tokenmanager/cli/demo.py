@@ -338,7 +338,7 @@ async def _detect(services: Services, start: datetime, stop: asyncio.Event) -> i
     --since` does (the control plane's own runs look back only an hour, so the history's
     anomalies would never be read), handing findings to the same alerts and responses.
     Returns how many findings are open."""
-    from tokenmanager.security.models import FindingStatus
+    from tokenmanager.security.models import FindingStatus, RunResult
     from tokenmanager.security.monitor import SecurityMonitor
 
     live = services.security.monitor
@@ -362,13 +362,13 @@ async def _detect(services: Services, start: datetime, stop: asyncio.Event) -> i
     )
     with progress:
         task = progress.add_task("security detectors", total=span_s)
-        while True:
-            result = await monitor.run_once()
+
+        def after_each(result: RunResult) -> None:
             progress.update(task, completed=(result.slice_end - start).total_seconds())
-            if result.is_caught_up:
-                break
-            if stop.is_set():
+            if stop.is_set() and not result.is_caught_up:
                 raise SetupInterruptedError
+
+        await monitor.run_until_caught_up(after_each=after_each)
     _, open_findings = await services.security.findings.list(
         cli_actor(), status=FindingStatus.OPEN, limit=1
     )

@@ -81,6 +81,24 @@ class Finding:
     status_changed_by: str | None
     response: dict[str, Any] | None
 
+    def as_json(self) -> dict[str, Any]:
+        """The finding as alerts and pages show it (not its fingerprint or bookkeeping)."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "severity": self.severity,
+            "status": self.status,
+            "token_id": self.token_id,
+            "team_id": self.team_id,
+            "route_path": self.route_path,
+            "ip_address": self.ip_address,
+            "evidence": self.evidence,
+            "first_seen": self.first_seen.isoformat(),
+            "last_seen": self.last_seen.isoformat(),
+            "occurrences": self.occurrences,
+            "response": self.response,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Thresholds:

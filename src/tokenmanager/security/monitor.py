@@ -83,11 +83,20 @@ class SecurityMonitor:
                     logger.warning("security: finding handler failed (%s)", type(exc).__name__)
         return result
 
-    async def run_until_caught_up(self, now: datetime | None = None) -> list[RunResult]:
+    async def run_until_caught_up(
+        self,
+        now: datetime | None = None,
+        *,
+        after_each: Callable[[RunResult], None] | None = None,
+    ) -> list[RunResult]:
+        """Runs until the cursor reaches `now`; `after_each` sees every run's result (to show
+        progress, or to raise and stop between runs)."""
         results = []
         while True:
             result = await self.run_once(now)
             results.append(result)
+            if after_each is not None:
+                after_each(result)
             if result.is_caught_up:
                 return results
 

@@ -92,24 +92,6 @@ def check_webhook_url(raw: str) -> str:
     return url
 
 
-def finding_view(finding: Finding) -> dict[str, Any]:
-    return {
-        "id": finding.id,
-        "kind": finding.kind,
-        "severity": finding.severity,
-        "status": finding.status,
-        "token_id": finding.token_id,
-        "team_id": finding.team_id,
-        "route_path": finding.route_path,
-        "ip_address": finding.ip_address,
-        "evidence": finding.evidence,
-        "first_seen": finding.first_seen.isoformat(),
-        "last_seen": finding.last_seen.isoformat(),
-        "occurrences": finding.occurrences,
-        "response": finding.response,
-    }
-
-
 def build_payload(
     payload_format: str, event: str, finding: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -256,7 +238,7 @@ class WebhookService:
         Returns how many deliveries were queued."""
         severity = Severity(finding.severity)
         dedup_key = f"{finding.fingerprint}:{severity}"
-        view = finding_view(finding)
+        view = finding.as_json()
         queued = 0
         async with self._db.write() as connection:
             now = utcnow()

@@ -119,23 +119,11 @@ def _finding_view(
     finding: Finding, token_names: dict[int, str], route_ids: dict[str, int]
 ) -> dict[str, Any]:
     return {
-        "id": finding.id,
-        "kind": finding.kind,
-        "severity": finding.severity,
-        "status": finding.status,
-        "token_id": finding.token_id,
+        **finding.as_json(),
         "token_name": token_names.get(finding.token_id) if finding.token_id else None,
-        "team_id": finding.team_id,
-        "route_path": finding.route_path,
         "route_id": route_ids.get(finding.route_path) if finding.route_path else None,
-        "ip_address": finding.ip_address,
-        "evidence": finding.evidence,
         "evidence_chart": evidence_chart(finding.evidence),
-        "first_seen": finding.first_seen.isoformat(),
-        "last_seen": finding.last_seen.isoformat(),
-        "occurrences": finding.occurrences,
         "status_changed_by": finding.status_changed_by,
-        "response": finding.response,
     }
 
 
