@@ -20,7 +20,10 @@ unless --keep-database):
                     (column arrays, INSERT … SELECT FROM unnest ON CONFLICT, the hourly and
                     daily rollup deltas and tokens.last_used computed from the new rows). The
                     events are built before the clock starts and fed as fast as the queue takes
-                    them.
+                    them. Measured twice: with one writer (one batch at a time; the tables are
+                    emptied after it), then with the default TOKENMANAGER_USAGE_WRITERS (2
+                    batches at a time, each its own transaction). The COPY paths are one
+                    session each.
    Then the rest of the N events go through the same recorder (generation interleaved in the
    same process, so that figure is a floor), and the rollups are checked against the raw rows.
 3. VACUUM ANALYZE of the usage tables (what autovacuum does on its own to an insert-only table;
@@ -519,20 +522,40 @@ async def measure_ingestion(
 
     batch_size = settings.usage_batch_size
     ingestion = await copy_baselines(url, sample, batch_size)
-    await checkpoint(url)
-    recorder = build_recorder(settings, services.database, build_spool(settings))
-    await recorder.start()
-    product_started = time.perf_counter()
-    await feed(recorder, sample, settings.usage_queue_size)
-    await wait_written(recorder, len(sample))
-    product_elapsed = time.perf_counter() - product_started
-    product_name = f"product: UsageRecorder → insert_usage_events (batch {batch_size})"
-    ingestion[product_name] = len(sample) / product_elapsed
-    log(
-        f"{product_name}: {len(sample)} rows in {product_elapsed:.1f} s = "
-        f"{ingestion[product_name]:,.0f} rows/s"
-    )
+    # One writer first (the tables emptied after it), then the default number of writers,
+    # whose recorder goes on with the rest of a load.
+    single = settings.model_copy(update={"usage_writers": 1})
+    for run_settings in (single, settings):
+        await checkpoint(url)
+        recorder = build_recorder(run_settings, services.database, build_spool(run_settings))
+        await recorder.start()
+        product_started = time.perf_counter()
+        await feed(recorder, sample, settings.usage_queue_size)
+        await wait_written(recorder, len(sample))
+        product_elapsed = time.perf_counter() - product_started
+        writers = run_settings.usage_writers
+        product_name = f"product: UsageRecorder → insert_usage_events (batch {batch_size}), " + (
+            "1 writer" if writers == 1 else f"{writers} writers at a time (the default)"
+        )
+        ingestion[product_name] = len(sample) / product_elapsed
+        log(
+            f"{product_name}: {len(sample)} rows in {product_elapsed:.1f} s = "
+            f"{ingestion[product_name]:,.0f} rows/s"
+        )
+        if run_settings is single:
+            await recorder.stop()
+            await empty_usage_tables(url)
     return ingestion, recorder, product_name
+
+
+async def empty_usage_tables(url: str) -> None:
+    """Back to no usage at all, so that the next path also writes into empty tables."""
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute("TRUNCATE token_usage_logs, usage_hourly, usage_daily")
+        await connection.execute("UPDATE tokens SET last_used = NULL")
+    finally:
+        await connection.close()
 
 
 async def ingestion_only(
@@ -871,6 +894,7 @@ def build_report(
     copy_one = next(v for k, v in ingestion.items() if k.startswith("raw COPY (one"))
     copy_batched = next(v for k, v in ingestion.items() if k.startswith(f"raw COPY {TIMES}"))
     product = ingestion[product_name]
+    one_writer = next(v for k, v in ingestion.items() if k.endswith(" 1 writer"))
     lines = [
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: `bench/analytics_bench.py "
         f"--rows {args.rows} --sample {args.sample} --requests {args.requests}"
@@ -901,7 +925,8 @@ def build_report(
         "",
         f"- product / raw COPY: **{product / copy_one:.2f}** (target ≥ 0.5: "
         f"{'met' if product / copy_one >= 0.5 else 'NOT met'}); product / COPY {TIMES}batch: "
-        f"{product / copy_batched:.2f}",
+        f"{product / copy_batched:.2f}; one writer / raw COPY: {one_writer / copy_one:.2f}; "
+        f"{product / one_writer:.2f}{TIMES} the rows/s of one writer",
         full_load_line(total_rows, phases, data_end),
         "",
         f"### Query latency ({total_rows:,} rows; API: sequential HTTP requests to the control "

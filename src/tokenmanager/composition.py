@@ -149,6 +149,8 @@ def build_recorder(
         batch_size=settings.usage_batch_size,
         flush_interval_s=settings.usage_flush_interval_s,
         queue_size=settings.usage_queue_size,
+        # SQLite takes one write transaction at a time: more writers would only queue there.
+        writers=settings.usage_writers if database.dialect == "postgresql" else 1,
     )
 
 

@@ -134,6 +134,13 @@ class Settings(BaseSettings):
     usage_batch_size: int = Field(
         default=1000, gt=0, le=50_000, description="Most events written in one transaction."
     )
+    usage_writers: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Usage batches written at the same time on PostgreSQL (SQLite writes one at "
+        "a time).",
+    )
     usage_queue_size: int = Field(
         default=100_000, gt=0, description="Events held in memory before they go to the spool."
     )

@@ -130,6 +130,7 @@ async def make_recorder(store: FakeStore, spool_root: Path) -> AsyncIterator[Mak
         flush_interval_s: float = LONG_INTERVAL_S,
         queue_size: int = 10_000,
         spool_max_bytes: int = SPOOL_MAX_BYTES,
+        writers: int = 1,
     ) -> UsageRecorder:
         recorder = UsageRecorder(
             store.write_batch,
@@ -137,6 +138,7 @@ async def make_recorder(store: FakeStore, spool_root: Path) -> AsyncIterator[Mak
             batch_size=batch_size,
             flush_interval_s=flush_interval_s,
             queue_size=queue_size,
+            writers=writers,
         )
         made.append(recorder)
         return recorder
@@ -184,6 +186,41 @@ async def test_a_partial_batch_is_written_after_the_flush_interval(
     record_all(recorder, later)
     await wait_until(lambda: len(store.written_ids) == 4, "the next event written")
     assert recorder.stats.recorded == recorder.stats.written == 4
+
+
+async def test_with_two_writers_a_batch_is_written_while_another_waits_and_no_more(
+    make_recorder: MakeRecorder, store: FakeStore
+) -> None:
+    recorder = make_recorder(batch_size=3, flush_interval_s=LONG_INTERVAL_S, writers=2)
+    await recorder.start()
+    store.gate = asyncio.Event()
+    events = make_events(9)
+    record_all(recorder, events)
+    await wait_until(lambda: store.in_flight == 2, "two writes in flight")
+    await asyncio.sleep(0.05)  # time enough for a third write to start, were it allowed
+    assert store.attempts == 2
+    store.gate.set()
+    await wait_until(lambda: recorder.stats.written == 9, "every batch written")
+    assert_each_once(store.written_ids, [e.event_id for e in events])
+
+
+async def test_stop_with_two_writes_in_flight_writes_every_event_once(
+    make_recorder: MakeRecorder, store: FakeStore
+) -> None:
+    recorder = make_recorder(batch_size=3, flush_interval_s=0.01, writers=2)
+    await recorder.start()
+    store.gate = asyncio.Event()
+    events = make_events(6)
+    record_all(recorder, events)
+    await wait_until(lambda: store.in_flight == 2, "two writes in flight")
+    later = make_events(5)
+    record_all(recorder, later)
+    stopping = asyncio.create_task(recorder.stop())
+    await asyncio.sleep(0)  # let stop begin while both writes still hang
+    store.gate.set()
+    await asyncio.wait_for(stopping, DEADLINE_S)
+    assert_each_once(store.written_ids, [e.event_id for e in events + later])
+    assert recorder.stats.written == 11
 
 
 # -- store failures, spool and replay --------------------------------------------------------

@@ -278,6 +278,33 @@ async def test_a_partly_replayed_batch_adds_only_its_new_events(
     assert await read_rollup(services) == expected
 
 
+async def test_concurrent_batches_over_the_same_tokens_add_up_without_deadlock(
+    services: Services, admin: Actor, token: IssuedToken
+) -> None:
+    """The recorder writes several batches at once. Batches over the same rollup rows and
+    tokens wait for each other's row locks (taken in key order, so never in a cycle) and add
+    up exactly."""
+    issued = [token] + [
+        await services.tokens.issue(admin, name=f"busy-{n}", team_id=TEAM_ID, scopes=["echo"])
+        for n in range(3)
+    ]
+    hashes = [hash_token(t.token_secret) for t in issued]
+    batches = []
+    for seed in range(8):
+        batch = [e for h in hashes for e in make_events(40, h, seed=seed, routes=4)]
+        random.Random(seed).shuffle(batch)  # each batch meets the rows in another order
+        batches.append(batch)
+    written = await asyncio.gather(*(insert(services, batch) for batch in batches))
+    everything = [event for batch in batches for event in batch]
+    assert sum(written) == len(everything)
+    token_ids = {h: t.token.id for h, t in zip(hashes, issued, strict=True)}
+    assert await read_rollup(services) == oracle_rollup(everything, token_ids)
+    assert await read_rollup(services, "day") == oracle_rollup(everything, token_ids, 86400)
+    for token_hash, one in zip(hashes, issued, strict=True):
+        newest = max(e.used_at for e in everything if e.token_hash == token_hash)
+        assert await read_last_used(services, one.token.id) == newest
+
+
 async def test_a_batch_bigger_than_one_statement_is_written_whole(
     services: Services, token: IssuedToken
 ) -> None:

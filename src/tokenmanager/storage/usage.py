@@ -160,8 +160,9 @@ def _ingest_sql() -> str:
     The database computes the rollup deltas from the rows the insert returned (what
     `RollupRow.add` does per event in Python: the oracle tests compare both with a brute-force
     computation), so no per-event Python work is left but building the arrays, and a batch is
-    one round trip. Rollup rows are written in key order (ORDER BY), so concurrent writers lock
-    them in one order and cannot deadlock.
+    one round trip. Rollup rows are written, and the tokens whose last_used moves are locked,
+    in key order (ORDER BY), so concurrent writers (the recorder runs several) take their locks
+    in one order and cannot deadlock.
     """
     columns = ", ".join(_EVENT_COLUMNS)
     arrays = ", ".join(
@@ -209,12 +210,15 @@ def _ingest_sql() -> str:
         "sum(calls), sum(errors), sum(sum_latency_ms), max(max_latency_ms), sum(bytes_in), "
         f"sum(bytes_out), {bucket_sums} FROM hourly GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 "
         f"{_rollup_conflict('usage_daily', 'day')}"
-        "), last_used AS ("
-        "UPDATE tokens SET last_used = latest.used_at FROM ("
+        "), latest AS ("
         "SELECT token_id, max(used_at) AS used_at FROM new_rows WHERE token_id IS NOT NULL "
         "GROUP BY token_id"
-        ") AS latest WHERE tokens.id = latest.token_id "
-        "AND (tokens.last_used IS NULL OR tokens.last_used < latest.used_at)"
+        "), moved AS ("
+        "SELECT tokens.id, latest.used_at FROM tokens JOIN latest ON tokens.id = latest.token_id "
+        "WHERE tokens.last_used IS NULL OR tokens.last_used < latest.used_at "
+        "ORDER BY tokens.id FOR NO KEY UPDATE OF tokens"
+        "), last_used AS ("
+        "UPDATE tokens SET last_used = moved.used_at FROM moved WHERE tokens.id = moved.id"
         ") SELECT count(*) FROM new_rows"
     )
 

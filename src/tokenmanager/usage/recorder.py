@@ -1,6 +1,7 @@
 """The usage recorder: the original design's `waitUntil`, without its losses.
 
-    record(event) -> bounded queue -> writer task -> one transaction per batch (store)
+    record(event) -> bounded queue -> writer task -> one transaction per batch (store),
+                                                     up to `writers` batches at a time
                                                   '-> durable spool when the store fails
                                         replay task <-'  (backoff; idempotent on event_id)
 
@@ -64,6 +65,7 @@ class UsageRecorder:
         batch_size: int,
         flush_interval_s: float,
         queue_size: int,
+        writers: int = 1,
     ) -> None:
         self._write_batch = write_batch
         self._spool = spool
@@ -74,6 +76,10 @@ class UsageRecorder:
         # cancels the writer, possibly mid-batch, and must not lose them.
         self._in_hand: list[UsageEvent] = []
         self._writes: set[asyncio.Future[int]] = set()  # store writes under way
+        # Batches being stored or spooled. While one batch's transaction waits on the database,
+        # the next one's can run: the store's work spreads over its cores.
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._writer_slots = asyncio.Semaphore(writers)
         self._writer: asyncio.Task[None] | None = None
         self._replayer: asyncio.Task[None] | None = None
         self._spool_has_data = asyncio.Event()
@@ -115,6 +121,7 @@ class UsageRecorder:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await self._finish_flushes()
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
         in_hand, self._in_hand = self._in_hand, []
@@ -124,9 +131,15 @@ class UsageRecorder:
         await asyncio.to_thread(self._spool.close)
 
     async def flush(self) -> None:
-        """Write everything queued now (tests and shutdown use it)."""
+        """Write everything queued now, and wait for the batches being written (tests and
+        shutdown use it)."""
         while not self._queue.empty():
             await self._flush(self._take_ready(self._batch_size))
+        await self._finish_flushes()
+
+    async def _finish_flushes(self) -> None:
+        while self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
 
     def _take_ready(self, limit: int) -> list[UsageEvent]:
         batch: list[UsageEvent] = []
@@ -139,6 +152,7 @@ class UsageRecorder:
 
     async def _write_loop(self) -> None:
         while True:
+            await self._writer_slots.acquire()  # a free writer first, so batches fill meanwhile
             self._in_hand = batch = [await self._queue.get()]
             if self._queue.qsize() + 1 < self._batch_size:
                 # One timer per batch, not a wake-up per event: wait out the flush interval
@@ -148,8 +162,14 @@ class UsageRecorder:
                         await self._batch_full.wait()
             self._batch_full.clear()
             batch.extend(self._take_ready(self._batch_size - 1))
-            await self._flush(batch)
+            flush = asyncio.create_task(self._flush(batch), name="usage-batch")
             self._in_hand = []
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flush_done)
+
+    def _flush_done(self, flush: asyncio.Task[None]) -> None:
+        self._flushes.discard(flush)
+        self._writer_slots.release()
 
     async def _flush(self, batch: list[UsageEvent]) -> None:
         if not batch:
