@@ -34,6 +34,7 @@ def totals_of(calls: list[Call]) -> Totals:
         totals.bytes_out += call.bytes_out
         if call.latency_ms is not None:
             totals.sum_latency_ms += call.latency_ms
+            totals.timed_calls += 1
             totals.max_latency_ms = max(totals.max_latency_ms, call.latency_ms)
             index = next(
                 i for i, bound in enumerate(BUCKET_UPPER_BOUNDS_MS) if call.latency_ms <= bound

@@ -8,26 +8,38 @@ from typing import Any
 from tokenmanager.usage.histogram import BUCKET_COLUMNS, percentile
 
 MEASURES = ("calls", "errors", "sum_latency_ms", "max_latency_ms", "bytes_in", "bytes_out")
+TIMED_CALLS = "timed_calls"
 
 
 @dataclass(slots=True)
 class Totals:
+    """Summed measures. `buckets` is the latency histogram; figures summed without it (calls
+    per hour for a time profile, say: `Totals.of` a row without bucket columns) keep it all
+    zeros and have no percentiles."""
+
     calls: int = 0
     errors: int = 0
     sum_latency_ms: int = 0
     max_latency_ms: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    timed_calls: int = 0  # calls with a known latency: each is counted in exactly one bucket
     buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKET_COLUMNS))
 
     @classmethod
     def of(cls, row: Any) -> Totals:
-        """From a row with the MEASURES and bucket columns (NULL sums count as 0)."""
+        """From a row with the MEASURES and either the bucket columns or their total,
+        `timed_calls` (NULL sums count as 0)."""
         mapping = row._mapping
-        return cls(
-            **{name: int(mapping[name] or 0) for name in MEASURES},
-            buckets=[int(mapping[name] or 0) for name in BUCKET_COLUMNS],
-        )
+        totals = cls()
+        for name in MEASURES:
+            setattr(totals, name, int(mapping[name] or 0))
+        if TIMED_CALLS in mapping:
+            totals.timed_calls = int(mapping[TIMED_CALLS] or 0)
+        else:
+            totals.buckets = [int(mapping[name] or 0) for name in BUCKET_COLUMNS]
+            totals.timed_calls = sum(totals.buckets)
+        return totals
 
     def add(self, other: Totals) -> None:
         self.calls += other.calls
@@ -36,12 +48,8 @@ class Totals:
         self.max_latency_ms = max(self.max_latency_ms, other.max_latency_ms)
         self.bytes_in += other.bytes_in
         self.bytes_out += other.bytes_out
+        self.timed_calls += other.timed_calls
         self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
-
-    @property
-    def timed_calls(self) -> int:
-        """Calls with a known latency (each is counted in exactly one bucket)."""
-        return sum(self.buckets)
 
     @property
     def avg_response_time(self) -> float:

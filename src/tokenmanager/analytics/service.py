@@ -92,6 +92,7 @@ class AnalyticsService:
                 where,
                 [PERIOD, TOKEN, ROUTE],
                 hourly=[PERIOD] if bucket == "hour" else [],
+                counts_only=[TOKEN],
             )
             active_ids = await analytics_sql.read_active_token_ids(connection, now, where.team_ids)
             top_tokens = await self._token_entries(connection, grouped[TOKEN], TOP_LIMIT)
@@ -170,7 +171,9 @@ class AnalyticsService:
         """Every token with calls in the window, busiest first (top_tokens' entries, no limit)."""
         where = UsageFilter(team_ids=self._team_scope(actor, team_id))
         async with self._db.read() as connection:
-            grouped = await analytics_sql.read_grouped(connection, window, where, TOKEN)
+            grouped = await analytics_sql.read_grouped(
+                connection, window, where, TOKEN, counts_only=True
+            )
             return await self._token_entries(connection, grouped, None)
 
     async def calls_by_route(
@@ -191,7 +194,7 @@ class AnalyticsService:
         where = UsageFilter(token_id=token_id)
         async with self._db.read() as connection:
             grouped = await analytics_sql.read_groupings(
-                connection, window, where, [ROUTE, PERIOD], hourly=[PERIOD]
+                connection, window, where, [ROUTE, PERIOD], hourly=[PERIOD], counts_only=[PERIOD]
             )
             first_used, last_used = await analytics_sql.read_first_and_last_use(connection, where)
             recent = await analytics_sql.read_recent_usage(
@@ -242,10 +245,11 @@ class AnalyticsService:
                 where,
                 [TOKEN, PERIOD],
                 hourly=[PERIOD] if bucket == "hour" else [],
+                counts_only=[TOKEN],
             )
             tokens = await self._token_entries(connection, grouped[TOKEN], None)
             errors = await analytics_sql.read_error_breakdown(connection, window, where)
-        totals = _total(grouped[TOKEN])
+        totals = _total(grouped[PERIOD])
         return {
             "window": _window_view(window),
             "route": {"route_path": route_path},
@@ -357,9 +361,9 @@ class AnalyticsService:
 
 
 def _total(grouped: analytics_sql.Grouped) -> Totals:
-    """The window's totals, from the groups of any one grouping: each rollup row is in exactly
-    one group, so this is exact, and the database need not compute them as a grouping of
-    their own."""
+    """The window's totals, from the groups of any one grouping read with its histogram: each
+    rollup row is in exactly one group, so this is exact, and the database need not compute
+    them as a grouping of their own."""
     total = Totals()
     for _, figures in grouped:
         total.add(figures)
