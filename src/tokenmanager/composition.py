@@ -149,8 +149,13 @@ def build_recorder(
         batch_size=settings.usage_batch_size,
         flush_interval_s=settings.usage_flush_interval_s,
         queue_size=settings.usage_queue_size,
-        # SQLite takes one write transaction at a time: more writers would only queue there.
-        writers=settings.usage_writers if database.dialect == "postgresql" else 1,
+        # SQLite takes one write transaction at a time, and a gateway's usage-writer child
+        # writes one batch at a time: more writers would only queue there.
+        writers=(
+            settings.usage_writers
+            if write_batch is None and database.dialect == "postgresql"
+            else 1
+        ),
     )
 
 

@@ -138,8 +138,9 @@ class Settings(BaseSettings):
         default=2,
         ge=1,
         le=16,
-        description="Usage batches written at the same time on PostgreSQL (SQLite writes one at "
-        "a time).",
+        description="Usage batches a recorder writing in its own process writes at the same "
+        "time on PostgreSQL (SQLite, and a gateway worker's usage-writer child, write one at a "
+        "time).",
     )
     usage_queue_size: int = Field(
         default=100_000, gt=0, description="Events held in memory before they go to the spool."

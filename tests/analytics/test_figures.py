@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokenmanager.analytics.figures import MEASURES, Totals
+from tokenmanager.analytics.figures import MEASURES, TIMED_CALLS, Totals
 from tokenmanager.usage.histogram import BUCKET_COLUMNS, BUCKET_UPPER_BOUNDS_MS, bucket_bounds
 
 
@@ -122,6 +122,18 @@ def test_of_reads_every_measure_and_bucket() -> None:
     totals = Totals.of(row_of(values))
     assert [getattr(totals, name) for name in MEASURES] == [1, 2, 3, 4, 5, 6]
     assert totals.buckets == [100 + index for index in range(len(BUCKET_COLUMNS))]
+    assert totals.timed_calls == sum(totals.buckets)
+
+
+def test_of_a_row_without_the_histogram_keeps_counts_and_averages_but_no_percentiles() -> None:
+    totals = totals_of([Call(10, False), Call(30, True), Call(None, False)])
+    values: dict[str, int | None] = {name: getattr(totals, name) for name in MEASURES}
+    counted = Totals.of(row_of(values | {TIMED_CALLS: totals.timed_calls}))
+    assert (counted.calls, counted.errors, counted.timed_calls) == (3, 1, 2)
+    assert counted.avg_response_time == totals.avg_response_time == 20.0
+    assert counted.success_rate == totals.success_rate
+    with pytest.raises(ValueError, match="without their histogram"):
+        counted.percentile(0.95)
 
 
 @given(calls=calls_strategy)

@@ -308,6 +308,31 @@ async def test_a_full_queue_refuses_the_new_event_and_counts_it(
     assert store.written_ids == [e.event_id for e in events[:3]]
 
 
+@pytest.mark.parametrize(
+    "failure", [OSError(28, "No space left on device"), ValueError("not what the spool expects")]
+)
+async def test_a_spool_that_cannot_be_written_drops_the_batch_counts_it_and_writing_goes_on(
+    make_recorder: MakeRecorder,
+    store: FakeStore,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+) -> None:
+    def fail(*_: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(Spool, "append", fail)
+    recorder = make_recorder(batch_size=3, flush_interval_s=0.01, writers=2)
+    await recorder.start()
+    store.is_down = True
+    record_all(recorder, make_events(3))
+    await wait_until(lambda: recorder.stats.dropped["spool_error"] == 3, "the batch counted")
+    store.is_down = False
+    later = make_events(3)
+    record_all(recorder, later)
+    await wait_until(lambda: recorder.stats.written == 3, "the next batch written")
+    assert store.written_ids == [e.event_id for e in later]
+
+
 async def test_a_full_spool_drops_the_batch_and_counts_every_event(
     make_recorder: MakeRecorder, store: FakeStore, spool_root: Path
 ) -> None:

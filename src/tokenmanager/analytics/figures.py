@@ -66,6 +66,8 @@ class Totals:
         return round(100.0 * self.errors / self.calls, 2) if self.calls else 0.0
 
     def percentile(self, fraction: float) -> float | None:
+        if self.timed_calls and not any(self.buckets):
+            raise ValueError("figures summed without their histogram have no percentiles")
         value = percentile(self.buckets, fraction, self.max_latency_ms or None)
         return None if value is None else round(value, 1)
 

@@ -172,7 +172,7 @@ class AnalyticsService:
         where = UsageFilter(team_ids=self._team_scope(actor, team_id))
         async with self._db.read() as connection:
             grouped = await analytics_sql.read_grouped(
-                connection, window, where, TOKEN, counts_only=True
+                connection, window, where, TOKEN, with_histogram=False
             )
             return await self._token_entries(connection, grouped, None)
 

@@ -81,9 +81,9 @@ def rollup_source(window: Window, where: UsageFilter, *, hourly_only: bool = Fal
     return combined.subquery("usage")
 
 
-def _measures(source: Any, *, histogram: bool) -> list[Any]:
-    """The summed measures of `source`'s rows; with `histogram` the latency buckets too (36 of
-    the 42 sums), else only their total, `timed_calls`."""
+def _measures(source: Any, *, with_histogram: bool) -> list[Any]:
+    """The summed measures of `source`'s rows; with the histogram its latency buckets too (36
+    of the 42 sums), else only their total, `timed_calls`."""
 
     # PostgreSQL sums bigints into numeric, which reaches Python as Decimal: cast back, so
     # the driver decodes plain integers (a tenth of the time for a few hundred groups).
@@ -91,9 +91,9 @@ def _measures(source: Any, *, histogram: bool) -> list[Any]:
         return sa.cast(sa.func.sum(value), sa.BigInteger)
 
     measures = [
-        total(source.c[name]).label(name) for name in _SUMMED if histogram or name in _COUNTED
+        total(source.c[name]).label(name) for name in _SUMMED if with_histogram or name in _COUNTED
     ]
-    if not histogram:
+    if not with_histogram:
         timed = functools.reduce(operator.add, (source.c[name] for name in BUCKET_COLUMNS))
         measures.append(total(timed).label(TIMED_CALLS))
     measures.append(sa.func.max(source.c.max_latency_ms).label("max_latency_ms"))
@@ -120,7 +120,7 @@ async def read_groupings(
     would put a whole day on one hour); the others read the daily rollup for whole days. Each
     source is read once for all its groupings: the dashboard's figures cost one or two scans
     instead of one per figure. A scan whose groupings are all in `counts_only` leaves out the
-    latency histogram (their `Totals` have no percentiles), a seventh of the sums.
+    latency histogram, 36 of the 42 sums (their `Totals` have no percentiles).
     """
     days, _ = split_by_day(window)
     if days is None:  # no whole day: both sources are the hourly rows, one scan does
@@ -134,20 +134,23 @@ async def read_groupings(
     for hourly_only, chosen in passes:
         if chosen:
             source = rollup_source(window, where, hourly_only=hourly_only)
-            histogram = not set(chosen) <= set(counts_only)
-            results.update(await _read_source(connection, source, chosen, histogram=histogram))
+            with_histogram = not set(chosen) <= set(counts_only)
+            results.update(
+                await _read_source(connection, source, chosen, with_histogram=with_histogram)
+            )
     return results
 
 
 async def _read_source(
-    connection: AsyncConnection, source: Any, groupings: list[Grouping], *, histogram: bool
+    connection: AsyncConnection, source: Any, groupings: list[Grouping], *, with_histogram: bool
 ) -> dict[Grouping, Grouped]:
     results: dict[Grouping, Grouped] = {grouping: [] for grouping in groupings}
     if connection.dialect.name != "postgresql" or len(results) == 1:
         # SQLite has no GROUPING SETS: one query per grouping.
         for grouping in results:
             query = sa.select(
-                *(source.c[key] for key in grouping), *_measures(source, histogram=histogram)
+                *(source.c[key] for key in grouping),
+                *_measures(source, with_histogram=with_histogram),
             )
             if grouping:
                 query = query.group_by(*(source.c[key] for key in grouping))
@@ -163,7 +166,7 @@ async def _read_source(
         query = sa.select(
             *(source.c[key] for key in keys),
             sa.func.grouping(*(source.c[key] for key in keys)).label("grouping_mask"),
-            *_measures(source, histogram=histogram),
+            *_measures(source, with_histogram=with_histogram),
         ).group_by(sa.func.grouping_sets(*(sa.tuple_(*(source.c[k] for k in g)) for g in results)))
         for row in await connection.execute(query):
             grouping = masks[row.grouping_mask]
@@ -194,7 +197,7 @@ async def read_grouped(
     keys: Grouping,
     *,
     hourly_only: bool = False,
-    counts_only: bool = False,
+    with_histogram: bool = True,
 ) -> Grouped:
     """Totals per value of `keys`, busiest first."""
     grouped = await read_groupings(
@@ -203,7 +206,7 @@ async def read_grouped(
         where,
         [keys],
         hourly=[keys] if hourly_only else [],
-        counts_only=[keys] if counts_only else [],
+        counts_only=[] if with_histogram else [keys],
     )
     return grouped[keys]
 

@@ -112,9 +112,8 @@ class UsageRecorder:
     async def stop(self) -> None:
         """Drain the queue to the store (or the spool) and stop the background tasks.
 
-        Store writes under way are finished, not cut short. The writer's batch is then written
-        again (or spooled): the store ignores the event_ids it already has, so no event is lost
-        or counted twice there.
+        Batches being written are finished, not cut short (a replay's write too). Then the
+        batch the writer was still collecting and the queue are written (or spooled).
         """
         for task in (self._writer, self._replayer):
             if task is not None:
@@ -138,8 +137,10 @@ class UsageRecorder:
         await self._finish_flushes()
 
     async def _finish_flushes(self) -> None:
-        while self._flushes:
-            await asyncio.gather(*self._flushes, return_exceptions=True)
+        """Wait for the batches being written now (not for those a running writer starts
+        meanwhile: under steady traffic that would never end)."""
+        if self._flushes:
+            await asyncio.gather(*set(self._flushes), return_exceptions=True)
 
     def _take_ready(self, limit: int) -> list[UsageEvent]:
         batch: list[UsageEvent] = []
@@ -170,6 +171,8 @@ class UsageRecorder:
     def _flush_done(self, flush: asyncio.Task[None]) -> None:
         self._flushes.discard(flush)
         self._writer_slots.release()
+        if not flush.cancelled() and (exc := flush.exception()) is not None:
+            logger.error("usage batch task failed", exc_info=exc)  # `_flush` handles all it knows
 
     async def _flush(self, batch: list[UsageEvent]) -> None:
         if not batch:
@@ -199,6 +202,11 @@ class UsageRecorder:
         except OSError as exc:
             # Disk full, permissions: the writer must live on, so the batch is dropped, counted.
             logger.error("cannot write the usage spool (%s)", exc.strerror or type(exc).__name__)
+            self._count_drop("spool_error", len(batch))
+            return
+        except Exception:
+            # Anything else the spool raises: still counted, never a silent loss.
+            logger.exception("cannot write the usage spool")
             self._count_drop("spool_error", len(batch))
             return
         self.stats.spooled += len(batch)
