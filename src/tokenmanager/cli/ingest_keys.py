@@ -8,10 +8,8 @@ from typing import Annotated
 import typer
 
 from tokenmanager.access.actor import cli_actor
-from tokenmanager.cli.context import open_services
-from tokenmanager.cli.output import print_json, print_table, run, stdout
-from tokenmanager.ingest_keys.models import IngestKey
-from tokenmanager.ingest_keys.service import CreatedIngestKey
+from tokenmanager.cli.context import run_on_services
+from tokenmanager.cli.output import print_json, print_table, stdout
 
 app = typer.Typer(help="Keys that let external gateways post usage records.", no_args_is_help=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -24,11 +22,7 @@ def create(
 ) -> None:
     """Create an ingest key and print it once."""
 
-    async def body() -> CreatedIngestKey:
-        async with open_services() as services:
-            return await services.ingest_keys.create(cli_actor(), name=name)
-
-    created = run(body)
+    created = run_on_services(lambda services: services.ingest_keys.create(cli_actor(), name=name))
     if as_json:
         print_json({**asdict(created.ingest_key), "key": created.key_secret})
         return
@@ -41,11 +35,7 @@ def create(
 def list_keys(as_json: JsonOption = False) -> None:
     """List ingest keys (never the keys themselves)."""
 
-    async def body() -> list[IngestKey]:
-        async with open_services() as services:
-            return await services.ingest_keys.list(cli_actor())
-
-    keys = run(body)
+    keys = run_on_services(lambda services: services.ingest_keys.list(cli_actor()))
     if as_json:
         print_json(keys)
         return
@@ -60,9 +50,5 @@ def list_keys(as_json: JsonOption = False) -> None:
 def delete(key_id: Annotated[int, typer.Argument(help="Ingest key id.")]) -> None:
     """Delete an ingest key; posts with it are refused from then on."""
 
-    async def body() -> None:
-        async with open_services() as services:
-            await services.ingest_keys.delete(cli_actor(), key_id)
-
-    run(body)
+    run_on_services(lambda services: services.ingest_keys.delete(cli_actor(), key_id))
     stdout.print(f"Deleted ingest key {key_id}.")

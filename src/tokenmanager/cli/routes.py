@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from tokenmanager.access.actor import cli_actor
-from tokenmanager.cli.context import open_services
+from tokenmanager.cli.context import open_services, read_one, run_on_services
 from tokenmanager.cli.output import (
     EXIT_INVALID,
     fail,
@@ -19,7 +19,6 @@ from tokenmanager.cli.output import (
     run,
     stdout,
 )
-from tokenmanager.errors import NotFoundError
 from tokenmanager.routes.models import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_READ_TIMEOUT_S,
@@ -121,11 +120,7 @@ def add(
 def list_routes(as_json: JsonOption = False) -> None:
     """List routes (credentials show only as set / not set)."""
 
-    async def body() -> list[Route]:
-        async with open_services() as services:
-            return await services.routes.list(cli_actor())
-
-    routes = run(body)
+    routes = run_on_services(lambda services: services.routes.list(cli_actor()))
     if as_json:
         print_json([_route_json(route) for route in routes])
         return
@@ -152,14 +147,9 @@ def show(
 ) -> None:
     """Show one route."""
 
-    async def body() -> Route:
-        async with open_services() as services:
-            route = await services.routes.read(cli_actor(), route_id)
-        if route is None:
-            raise NotFoundError(f"route {route_id} not found")
-        return route
-
-    route = run(body)
+    route = read_one(
+        "route", route_id, lambda services: services.routes.read(cli_actor(), route_id)
+    )
     if as_json:
         print_json(_route_json(route))
     else:
@@ -239,9 +229,5 @@ def remove(
             fail("refusing to remove without --yes when not run interactively", EXIT_INVALID)
         typer.confirm(f"Remove route {route_id}?", abort=True)
 
-    async def body() -> None:
-        async with open_services() as services:
-            await services.routes.delete(cli_actor(), route_id)
-
-    run(body)
+    run_on_services(lambda services: services.routes.delete(cli_actor(), route_id))
     stdout.print(f"Removed route {route_id}.")

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from tokenmanager.access.actor import cli_actor
-from tokenmanager.cli.context import open_services
+from tokenmanager.cli.context import open_services, run_on_services
 from tokenmanager.cli.output import (
     EXIT_INVALID,
     fail,
@@ -27,7 +27,6 @@ from tokenmanager.security.models import (
     RunResult,
     Severity,
 )
-from tokenmanager.security.webhooks import CreatedWebhook
 
 app = typer.Typer(help="Security audit: detectors, findings and alerts.", no_args_is_help=True)
 webhook_app = typer.Typer(help="Webhooks that receive security alerts.", no_args_is_help=True)
@@ -86,14 +85,16 @@ def list_findings(
 ) -> None:
     """List findings, most recently seen first."""
 
-    async def body() -> tuple[list[Finding], int]:
-        async with open_services() as services:
-            return await services.security.findings.list(
-                cli_actor(), status=status, kind=kind, min_severity=min_severity,
-                token_id=token, limit=limit,
-            )  # fmt: skip
-
-    findings, total = run(body)
+    findings, total = run_on_services(
+        lambda services: services.security.findings.list(
+            cli_actor(),
+            status=status,
+            kind=kind,
+            min_severity=min_severity,
+            token_id=token,
+            limit=limit,
+        )
+    )
     if as_json:
         print_json({"findings": findings, "total": total})
         return
@@ -179,14 +180,17 @@ def add_webhook(
     if secret_stdin and not secret:
         fail("--secret-stdin: no secret on standard input", EXIT_INVALID)
 
-    async def body() -> CreatedWebhook:
-        async with open_services() as services:
-            return await services.security.webhooks.create(
-                cli_actor(), name=name, url=url, payload_format=payload_format,
-                min_severity=min_severity, cooldown_s=cooldown_s, secret=secret,
-            )  # fmt: skip
-
-    created = run(body)
+    created = run_on_services(
+        lambda services: services.security.webhooks.create(
+            cli_actor(),
+            name=name,
+            url=url,
+            payload_format=payload_format,
+            min_severity=min_severity,
+            cooldown_s=cooldown_s,
+            secret=secret,
+        )
+    )
     if as_json:
         print_json({**created.webhook, "secret": created.secret})
         return
@@ -199,11 +203,7 @@ def add_webhook(
 def list_webhooks(as_json: JsonOption = False) -> None:
     """List webhooks (URLs shortened to their host; never the secrets)."""
 
-    async def body() -> list[dict[str, Any]]:
-        async with open_services() as services:
-            return await services.security.webhooks.list(cli_actor())
-
-    rows = run(body)
+    rows = run_on_services(lambda services: services.security.webhooks.list(cli_actor()))
     if as_json:
         print_json(rows)
         return
@@ -219,11 +219,7 @@ def list_webhooks(as_json: JsonOption = False) -> None:
 def remove_webhook(webhook_id: WebhookArgument) -> None:
     """Remove a webhook and its delivery history."""
 
-    async def body() -> None:
-        async with open_services() as services:
-            await services.security.webhooks.delete(cli_actor(), webhook_id)
-
-    run(body)
+    run_on_services(lambda services: services.security.webhooks.delete(cli_actor(), webhook_id))
     stdout.print(f"Removed webhook {webhook_id}.")
 
 
@@ -253,11 +249,9 @@ def _last_answer(attempts: list[dict[str, Any]]) -> str:
 def send_test_alert(webhook_id: WebhookArgument, as_json: JsonOption = False) -> None:
     """Send a signed test alert now and show how it went."""
 
-    async def body() -> dict[str, Any]:
-        async with open_services() as services:
-            return await services.security.webhooks.send_test(cli_actor(), webhook_id)
-
-    delivery = run(body)
+    delivery = run_on_services(
+        lambda services: services.security.webhooks.send_test(cli_actor(), webhook_id)
+    )
     _print_deliveries([delivery], as_json)
     if delivery["status"] != "delivered":
         raise typer.Exit(1)

@@ -8,18 +8,15 @@ from typing import Annotated, Any
 import typer
 
 from tokenmanager.access.actor import cli_actor
-from tokenmanager.cli.context import open_services
+from tokenmanager.cli.context import read_one, run_on_services
 from tokenmanager.cli.output import (
     EXIT_INVALID,
     fail,
     print_json,
     print_record,
     print_table,
-    run,
     stdout,
 )
-from tokenmanager.errors import NotFoundError
-from tokenmanager.teams.models import Team
 
 app = typer.Typer(help="Manage teams (owners of tokens).", no_args_is_help=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -34,13 +31,11 @@ def create(
 ) -> None:
     """Create a team."""
 
-    async def body() -> Team:
-        async with open_services() as services:
-            return await services.teams.create(
-                cli_actor(), team_id=team_id, name=name, description=description
-            )
-
-    team = run(body)
+    team = run_on_services(
+        lambda services: services.teams.create(
+            cli_actor(), team_id=team_id, name=name, description=description
+        )
+    )
     if as_json:
         print_json(team)
     else:
@@ -51,11 +46,7 @@ def create(
 def list_teams(as_json: JsonOption = False) -> None:
     """List teams."""
 
-    async def body() -> list[Team]:
-        async with open_services() as services:
-            return await services.teams.list(cli_actor())
-
-    teams = run(body)
+    teams = run_on_services(lambda services: services.teams.list(cli_actor()))
     if as_json:
         print_json(teams)
         return
@@ -72,14 +63,7 @@ def show(
 ) -> None:
     """Show one team."""
 
-    async def body() -> Team:
-        async with open_services() as services:
-            team = await services.teams.read(cli_actor(), team_id)
-        if team is None:
-            raise NotFoundError(f"team {team_id} not found")
-        return team
-
-    team = run(body)
+    team = read_one("team", team_id, lambda services: services.teams.read(cli_actor(), team_id))
     if as_json:
         print_json(team)
     else:
@@ -100,11 +84,7 @@ def update(
     if not changes:
         fail("nothing to change: give --name or --description", EXIT_INVALID)
 
-    async def body() -> Team:
-        async with open_services() as services:
-            return await services.teams.update(cli_actor(), team_id, changes)
-
-    team = run(body)
+    team = run_on_services(lambda services: services.teams.update(cli_actor(), team_id, changes))
     if as_json:
         print_json(team)
     else:
@@ -115,9 +95,5 @@ def update(
 def delete(team_id: Annotated[str, typer.Argument(help="Team id.")]) -> None:
     """Delete a team that owns no tokens."""
 
-    async def body() -> None:
-        async with open_services() as services:
-            await services.teams.delete(cli_actor(), team_id)
-
-    run(body)
+    run_on_services(lambda services: services.teams.delete(cli_actor(), team_id))
     stdout.print(f"Deleted team {team_id}.")

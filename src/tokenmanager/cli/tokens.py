@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from tokenmanager.access.actor import cli_actor
-from tokenmanager.cli.context import open_services
+from tokenmanager.cli.context import open_services, read_one, run_on_services
 from tokenmanager.cli.output import (
     EXIT_INVALID,
     fail,
@@ -22,7 +22,6 @@ from tokenmanager.cli.output import (
     stdout,
 )
 from tokenmanager.clock import utcnow
-from tokenmanager.errors import NotFoundError
 from tokenmanager.tokens.models import IssuedToken, Token, TokenState
 
 app = typer.Typer(help="Issue and manage API tokens (ntk_…).", no_args_is_help=True)
@@ -126,11 +125,9 @@ def list_tokens(
 ) -> None:
     """List tokens (never their secrets)."""
 
-    async def body() -> list[Token]:
-        async with open_services() as services:
-            return await services.tokens.list(cli_actor(), team_id=team, state=state, limit=100_000)
-
-    tokens = run(body)
+    tokens = run_on_services(
+        lambda services: services.tokens.list(cli_actor(), team_id=team, state=state, limit=100_000)
+    )
     if as_json:
         print_json([_token_json(token) for token in tokens])
         return
@@ -147,14 +144,9 @@ def show(
 ) -> None:
     """Show one token."""
 
-    async def body() -> Token:
-        async with open_services() as services:
-            token = await services.tokens.read(cli_actor(), token_id)
-        if token is None:
-            raise NotFoundError(f"token {token_id} not found")
-        return token
-
-    token = run(body)
+    token = read_one(
+        "token", token_id, lambda services: services.tokens.read(cli_actor(), token_id)
+    )
     if as_json:
         print_json(_token_json(token))
     else:
@@ -208,11 +200,7 @@ def update(
     if not changes:
         fail("nothing to change: give at least one option (see --help)", EXIT_INVALID)
 
-    async def body() -> Token:
-        async with open_services() as services:
-            return await services.tokens.update(cli_actor(), token_id, changes)
-
-    token = run(body)
+    token = run_on_services(lambda services: services.tokens.update(cli_actor(), token_id, changes))
     if as_json:
         print_json(_token_json(token))
     else:
@@ -225,11 +213,7 @@ def revoke(
 ) -> None:
     """Revoke a token: it stops working at once (idempotent)."""
 
-    async def body() -> Token:
-        async with open_services() as services:
-            return await services.tokens.revoke(cli_actor(), token_id)
-
-    token = run(body)
+    token = run_on_services(lambda services: services.tokens.revoke(cli_actor(), token_id))
     if as_json:
         print_json(_token_json(token))
     else:
@@ -265,11 +249,7 @@ def delete(
             fail("refusing to delete without --yes when not run interactively", EXIT_INVALID)
         typer.confirm(f"Delete token {token_id}?", abort=True)
 
-    async def body() -> None:
-        async with open_services() as services:
-            await services.tokens.delete(cli_actor(), token_id)
-
-    run(body)
+    run_on_services(lambda services: services.tokens.delete(cli_actor(), token_id))
     stdout.print(f"Deleted token {token_id}.")
 
 
@@ -285,19 +265,17 @@ def import_token(
 ) -> None:
     """Adopt a token of the original design by its hash, so its secret keeps working."""
 
-    async def body() -> Token:
-        async with open_services() as services:
-            return await services.tokens.import_hash(
-                cli_actor(),
-                token_hash=token_hash,
-                name=name,
-                team_id=team,
-                scopes=scope or [],
-                description=description,
-                expires_at=parse_expiry(expires_at),
-            )
-
-    token = run(body)
+    token = run_on_services(
+        lambda services: services.tokens.import_hash(
+            cli_actor(),
+            token_hash=token_hash,
+            name=name,
+            team_id=team,
+            scopes=scope or [],
+            description=description,
+            expires_at=parse_expiry(expires_at),
+        )
+    )
     if as_json:
         print_json(_token_json(token))
     else:

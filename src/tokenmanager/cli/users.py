@@ -8,8 +8,9 @@ from typing import Annotated, Any
 import typer
 
 from tokenmanager.access.actor import Role, cli_actor
-from tokenmanager.cli.context import open_services
-from tokenmanager.cli.output import EXIT_INVALID, fail, print_json, print_table, run, stdout
+from tokenmanager.cli.context import run_on_services
+from tokenmanager.cli.output import EXIT_INVALID, fail, print_json, print_table, stdout
+from tokenmanager.composition import Services
 from tokenmanager.users.models import User
 
 app = typer.Typer(help="Manage dashboard and API users.", no_args_is_help=True)
@@ -44,13 +45,11 @@ def create(
     """Create a user. There is no default account: this makes the first admin."""
     password = _read_password(password_stdin)
 
-    async def body() -> User:
-        async with open_services() as services:
-            return await services.users.create(
-                cli_actor(), username=username, password=password, role=role, team_ids=team or []
-            )
-
-    user = run(body)
+    user = run_on_services(
+        lambda services: services.users.create(
+            cli_actor(), username=username, password=password, role=role, team_ids=team or []
+        )
+    )
     if as_json:
         print_json(user)
     else:
@@ -61,11 +60,7 @@ def create(
 def list_users(as_json: JsonOption = False) -> None:
     """List users."""
 
-    async def body() -> list[User]:
-        async with open_services() as services:
-            return await services.users.list(cli_actor())
-
-    users = run(body)
+    users = run_on_services(lambda services: services.users.list(cli_actor()))
     if as_json:
         print_json(users)
         return
@@ -109,13 +104,10 @@ def update(
     if not changes:
         fail("nothing to change: give --role, --team or --set-password", EXIT_INVALID)
 
-    async def body() -> User:
-        async with open_services() as services:
-            return await services.users.update(
-                cli_actor(), await _user_id(services, username), changes
-            )
+    async def update_user(services: Services) -> User:
+        return await services.users.update(cli_actor(), await _user_id(services, username), changes)
 
-    user = run(body)
+    user = run_on_services(update_user)
     if as_json:
         print_json(user)
     else:
@@ -126,9 +118,8 @@ def update(
 def delete(username: Annotated[str, typer.Argument(help="Login name.")]) -> None:
     """Delete a user (the last admin cannot be deleted)."""
 
-    async def body() -> None:
-        async with open_services() as services:
-            await services.users.delete(cli_actor(), await _user_id(services, username))
+    async def delete_user(services: Services) -> None:
+        await services.users.delete(cli_actor(), await _user_id(services, username))
 
-    run(body)
+    run_on_services(delete_user)
     stdout.print(f"Deleted user {username}.")
