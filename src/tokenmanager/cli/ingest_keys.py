@@ -21,7 +21,6 @@ def create(
     as_json: JsonOption = False,
 ) -> None:
     """Create an ingest key and print it once."""
-
     created = run_on_services(lambda services: services.ingest_keys.create(cli_actor(), name=name))
     if as_json:
         print_json({**asdict(created.ingest_key), "key": created.key_secret})
@@ -34,7 +33,6 @@ def create(
 @app.command("list")
 def list_keys(as_json: JsonOption = False) -> None:
     """List ingest keys (never the keys themselves)."""
-
     keys = run_on_services(lambda services: services.ingest_keys.list(cli_actor()))
     if as_json:
         print_json(keys)
@@ -49,6 +47,5 @@ def list_keys(as_json: JsonOption = False) -> None:
 @app.command("delete")
 def delete(key_id: Annotated[int, typer.Argument(help="Ingest key id.")]) -> None:
     """Delete an ingest key; posts with it are refused from then on."""
-
     run_on_services(lambda services: services.ingest_keys.delete(cli_actor(), key_id))
     stdout.print(f"Deleted ingest key {key_id}.")

@@ -119,7 +119,6 @@ def add(
 @app.command("list")
 def list_routes(as_json: JsonOption = False) -> None:
     """List routes (credentials show only as set / not set)."""
-
     routes = run_on_services(lambda services: services.routes.list(cli_actor()))
     if as_json:
         print_json([_route_json(route) for route in routes])
@@ -146,7 +145,6 @@ def show(
     route_id: Annotated[int, typer.Argument(help="Route id.")], as_json: JsonOption = False
 ) -> None:
     """Show one route."""
-
     route = read_one(
         "route", route_id, lambda services: services.routes.read(cli_actor(), route_id)
     )

@@ -84,7 +84,6 @@ def list_findings(
     as_json: JsonOption = False,
 ) -> None:
     """List findings, most recently seen first."""
-
     findings, total = run_on_services(
         lambda services: services.security.findings.list(
             cli_actor(),
@@ -202,7 +201,6 @@ def add_webhook(
 @webhook_app.command("list")
 def list_webhooks(as_json: JsonOption = False) -> None:
     """List webhooks (URLs shortened to their host; never the secrets)."""
-
     rows = run_on_services(lambda services: services.security.webhooks.list(cli_actor()))
     if as_json:
         print_json(rows)
@@ -218,7 +216,6 @@ def list_webhooks(as_json: JsonOption = False) -> None:
 @webhook_app.command("remove")
 def remove_webhook(webhook_id: WebhookArgument) -> None:
     """Remove a webhook and its delivery history."""
-
     run_on_services(lambda services: services.security.webhooks.delete(cli_actor(), webhook_id))
     stdout.print(f"Removed webhook {webhook_id}.")
 
@@ -248,7 +245,6 @@ def _last_answer(attempts: list[dict[str, Any]]) -> str:
 @webhook_app.command("test")
 def send_test_alert(webhook_id: WebhookArgument, as_json: JsonOption = False) -> None:
     """Send a signed test alert now and show how it went."""
-
     delivery = run_on_services(
         lambda services: services.security.webhooks.send_test(cli_actor(), webhook_id)
     )

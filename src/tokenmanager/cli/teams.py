@@ -30,7 +30,6 @@ def create(
     as_json: JsonOption = False,
 ) -> None:
     """Create a team."""
-
     team = run_on_services(
         lambda services: services.teams.create(
             cli_actor(), team_id=team_id, name=name, description=description
@@ -45,7 +44,6 @@ def create(
 @app.command("list")
 def list_teams(as_json: JsonOption = False) -> None:
     """List teams."""
-
     teams = run_on_services(lambda services: services.teams.list(cli_actor()))
     if as_json:
         print_json(teams)
@@ -62,7 +60,6 @@ def show(
     team_id: Annotated[str, typer.Argument(help="Team id.")], as_json: JsonOption = False
 ) -> None:
     """Show one team."""
-
     team = read_one("team", team_id, lambda services: services.teams.read(cli_actor(), team_id))
     if as_json:
         print_json(team)
@@ -94,6 +91,5 @@ def update(
 @app.command("delete")
 def delete(team_id: Annotated[str, typer.Argument(help="Team id.")]) -> None:
     """Delete a team that owns no tokens."""
-
     run_on_services(lambda services: services.teams.delete(cli_actor(), team_id))
     stdout.print(f"Deleted team {team_id}.")

@@ -124,7 +124,6 @@ def list_tokens(
     as_json: JsonOption = False,
 ) -> None:
     """List tokens (never their secrets)."""
-
     tokens = run_on_services(
         lambda services: services.tokens.list(cli_actor(), team_id=team, state=state, limit=100_000)
     )
@@ -143,7 +142,6 @@ def show(
     token_id: Annotated[int, typer.Argument(help="Token id.")], as_json: JsonOption = False
 ) -> None:
     """Show one token."""
-
     token = read_one(
         "token", token_id, lambda services: services.tokens.read(cli_actor(), token_id)
     )
@@ -212,7 +210,6 @@ def revoke(
     token_id: Annotated[int, typer.Argument(help="Token id.")], as_json: JsonOption = False
 ) -> None:
     """Revoke a token: it stops working at once (idempotent)."""
-
     token = run_on_services(lambda services: services.tokens.revoke(cli_actor(), token_id))
     if as_json:
         print_json(_token_json(token))
@@ -264,7 +261,6 @@ def import_token(
     as_json: JsonOption = False,
 ) -> None:
     """Adopt a token of the original design by its hash, so its secret keeps working."""
-
     token = run_on_services(
         lambda services: services.tokens.import_hash(
             cli_actor(),

@@ -59,7 +59,6 @@ def create(
 @app.command("list")
 def list_users(as_json: JsonOption = False) -> None:
     """List users."""
-
     users = run_on_services(lambda services: services.users.list(cli_actor()))
     if as_json:
         print_json(users)
