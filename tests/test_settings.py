@@ -101,6 +101,8 @@ def test_missing_or_malformed_config_file_is_refused(
         ("TOKENMANAGER_ARGON2_MEMORY_KIB", "8"),
         ("TOKENMANAGER_POSTGRES_WORK_MEM", "32"),
         ("TOKENMANAGER_POSTGRES_WORK_MEM", "32MB; DROP TABLE tokens"),
+        ("TOKENMANAGER_USAGE_WRITERS", "0"),
+        ("TOKENMANAGER_USAGE_WRITERS", "17"),
     ],
 )
 def test_invalid_values_are_refused_naming_the_variable(

@@ -72,7 +72,7 @@ class UsageRecorder:
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
         self._queue: asyncio.Queue[UsageEvent] = asyncio.Queue(maxsize=queue_size)
-        # Events the writer took from the queue and has not stored or spooled yet: `stop`
+        # Events the writer took from the queue for the batch it is still collecting: `stop`
         # cancels the writer, possibly mid-batch, and must not lose them.
         self._in_hand: list[UsageEvent] = []
         self._writes: set[asyncio.Future[int]] = set()  # store writes under way
