@@ -4,8 +4,8 @@ their services here, so there is one place where the product's parts are wired t
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +27,10 @@ from tokenmanager.security.webhooks import WebhookService
 from tokenmanager.settings import Settings, load_secret_key
 from tokenmanager.ssrf import IPNetwork, UpstreamPolicy
 from tokenmanager.storage.database import Database
-from tokenmanager.storage.usage import insert_usage_events, is_refused_data
+from tokenmanager.storage.usage import write_usage_batch
 from tokenmanager.teams.service import TeamService
 from tokenmanager.tokens.service import TokenService
-from tokenmanager.usage.events import UsageEvent
-from tokenmanager.usage.recorder import RefusedBatchError, UsageRecorder, WriteBatch
+from tokenmanager.usage.recorder import UsageRecorder, WriteBatch
 from tokenmanager.usage.spool import Spool
 from tokenmanager.usage.upkeep import UsageUpkeep
 from tokenmanager.users.passwords import Passwords
@@ -134,17 +133,8 @@ def build_recorder(
     """The usage recorder of one process (gateway or control plane); batches are written in
     this process unless `write_batch` writes them elsewhere."""
 
-    async def write_here(events: Sequence[UsageEvent]) -> int:
-        try:
-            async with database.write() as connection:
-                return await insert_usage_events(connection, events)
-        except Exception as exc:
-            if is_refused_data(exc):
-                raise RefusedBatchError(type(exc).__name__) from exc
-            raise
-
     return UsageRecorder(
-        write_batch or write_here,
+        write_batch or functools.partial(write_usage_batch, database),
         spool,
         batch_size=settings.usage_batch_size,
         flush_interval_s=settings.usage_flush_interval_s,

@@ -135,7 +135,7 @@ class UsageWriterProcess:
 
 async def _serve_parent() -> None:
     from tokenmanager.storage.database import Database
-    from tokenmanager.storage.usage import insert_usage_events, is_refused_data
+    from tokenmanager.storage.usage import write_usage_batch
 
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -151,15 +151,13 @@ async def _serve_parent() -> None:
                 events = [UsageEvent(*values) for values in await _read_frame(reader)]
             except asyncio.IncompleteReadError:
                 return  # the gateway closed the pipe: done
+            answer: tuple[int, str | None, bool]
             try:
-                async with database.write() as connection:
-                    answer: tuple[int, str | None, bool] = (
-                        await insert_usage_events(connection, events),
-                        None,
-                        False,
-                    )
+                answer = (await write_usage_batch(database, events), None, False)
+            except RefusedBatchError as exc:
+                answer = (0, str(exc), True)
             except Exception as exc:  # noqa: BLE001 - reported to the gateway, which spools
-                answer = (0, type(exc).__name__, is_refused_data(exc))
+                answer = (0, type(exc).__name__, False)
             writer.write(_frame(answer))
             await writer.drain()
     finally:

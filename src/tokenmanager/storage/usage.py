@@ -17,9 +17,11 @@ from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenmanager.errors import ConflictError
+from tokenmanager.storage.database import Database
 from tokenmanager.storage.schema import token_usage_logs, tokens, usage_daily, usage_hourly
 from tokenmanager.usage.events import UsageEvent
 from tokenmanager.usage.histogram import BUCKET_COLUMNS, BUCKET_UPPER_BOUNDS_MS
+from tokenmanager.usage.recorder import RefusedBatchError
 from tokenmanager.usage.rollup import RollupKey, RollupRow, build_rollup, regroup
 
 _EVENT_COLUMNS = (
@@ -50,13 +52,25 @@ async def _resolve_token_ids(connection: AsyncConnection, events: Sequence[Usage
             event.token_id = ids.get(event.token_hash)
 
 
-def is_refused_data(exc: BaseException) -> bool:
+def _is_refused_data(exc: BaseException) -> bool:
     """Whether the store refused a batch for its data (a value it cannot hold, a constraint:
     SQLSTATE classes 22 and 23) rather than being unreachable; writing it again fails again."""
     if isinstance(exc, ConflictError | sa.exc.IntegrityError | sa.exc.DataError):
         return True  # `Database.write` turns IntegrityError into ConflictError
     sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
     return isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23")
+
+
+async def write_usage_batch(database: Database, events: Sequence[UsageEvent]) -> int:
+    """A recorder's `WriteBatch`: the batch in one transaction. RefusedBatchError when the store
+    refuses its data; any other failure (the store is down) as it came."""
+    try:
+        async with database.write() as connection:
+            return await insert_usage_events(connection, events)
+    except Exception as exc:
+        if _is_refused_data(exc):
+            raise RefusedBatchError(type(exc).__name__) from exc
+        raise
 
 
 async def insert_usage_events(connection: AsyncConnection, events: Sequence[UsageEvent]) -> int:

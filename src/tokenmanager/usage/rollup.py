@@ -57,23 +57,6 @@ class RollupRow:
         self.bytes_out += other.bytes_out
         self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
 
-    def as_values(self, key: RollupKey, period: str = "hour") -> dict[str, object]:
-        start, token_hash, route_path, status_class = key
-        return {
-            period: start,
-            "token_hash": token_hash,
-            "route_path": route_path,
-            "status_class": status_class,
-            "token_id": self.token_id,
-            "calls": self.calls,
-            "errors": self.errors,
-            "sum_latency_ms": self.sum_latency_ms,
-            "max_latency_ms": self.max_latency_ms,
-            "bytes_in": self.bytes_in,
-            "bytes_out": self.bytes_out,
-            **dict(zip(BUCKET_COLUMNS, self.buckets, strict=True)),
-        }
-
 
 def fold_event(rows: dict[RollupKey, RollupRow], event: UsageEvent, period: str) -> None:
     """Add one event to the rollup rows being built."""
@@ -107,8 +90,5 @@ def regroup(rows: dict[RollupKey, RollupRow], period: str) -> dict[RollupKey, Ro
     regrouped: dict[RollupKey, RollupRow] = {}
     for (start, token_hash, route_path, status_class), row in rows.items():
         key = (PERIOD_STARTS[period](start), token_hash, route_path, status_class)
-        total = regrouped.get(key)
-        if total is None:
-            regrouped[key] = total = RollupRow(token_id=row.token_id)
-        total.merge(row)
+        regrouped.setdefault(key, RollupRow()).merge(row)
     return regrouped
