@@ -1,0 +1,1 @@
+"""Pricing: model prices, exact money, and the cost of one call. Pure: no I/O."""
