@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +16,17 @@ from tokenmanager.changes import ChangePublisher, build_redis
 from tokenmanager.crypto import Keyring
 from tokenmanager.errors import ConfigurationError
 from tokenmanager.gateway.app import GatewayApp
+from tokenmanager.gateway.budgets import (
+    BudgetGuard,
+    PeriodClock,
+    RedisLedger,
+    SpendKey,
+    SpendLedger,
+    StoreLedger,
+)
 from tokenmanager.gateway.directory import Directory
 from tokenmanager.gateway.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
+from tokenmanager.gateway.selfservice import SelfService
 from tokenmanager.gateway.usage_writer import UsageWriterProcess
 from tokenmanager.ingest_keys.service import IngestKeyService
 from tokenmanager.routes.service import RouteService
@@ -26,10 +36,12 @@ from tokenmanager.security.service import FindingService, SecurityAudit
 from tokenmanager.security.webhooks import WebhookService
 from tokenmanager.settings import Settings, load_secret_key
 from tokenmanager.ssrf import IPNetwork, UpstreamPolicy
+from tokenmanager.storage import spend as spend_sql
 from tokenmanager.storage.database import Database
 from tokenmanager.storage.usage import write_usage_batch
 from tokenmanager.teams.service import TeamService
 from tokenmanager.tokens.service import TokenService
+from tokenmanager.usage.events import UsageEvent
 from tokenmanager.usage.recorder import UsageRecorder, WriteBatch
 from tokenmanager.usage.spool import Spool
 from tokenmanager.usage.upkeep import UsageUpkeep
@@ -128,13 +140,20 @@ def build_spool(settings: Settings) -> Spool:
 
 
 def build_recorder(
-    settings: Settings, database: Database, spool: Spool, write_batch: WriteBatch | None = None
+    settings: Settings,
+    database: Database,
+    spool: Spool,
+    write_batch: WriteBatch | None = None,
+    on_written: Callable[[Sequence[UsageEvent]], None] | None = None,
 ) -> UsageRecorder:
     """The usage recorder of one process (gateway or control plane); batches are written in
-    this process unless `write_batch` writes them elsewhere."""
-
+    this process unless `write_batch` writes them elsewhere. `on_written` hears of every batch
+    once it is in the store."""
+    write = write_batch or functools.partial(write_usage_batch, database)
+    if on_written is not None:
+        write = _announcing(write, on_written)
     return UsageRecorder(
-        write_batch or functools.partial(write_usage_batch, database),
+        write,
         spool,
         batch_size=settings.usage_batch_size,
         flush_interval_s=settings.usage_flush_interval_s,
@@ -147,6 +166,30 @@ def build_recorder(
             else 1
         ),
     )
+
+
+def _announcing(
+    write: WriteBatch, on_written: Callable[[Sequence[UsageEvent]], None]
+) -> WriteBatch:
+    async def write_then_announce(events: Sequence[UsageEvent]) -> int:
+        written = await write(events)
+        on_written(events)
+        return written
+
+    return write_then_announce
+
+
+def build_budget_guard(settings: Settings, database: Database, redis: Any | None) -> BudgetGuard:
+    """Budget checks for one gateway process: spend through Redis when configured, else
+    through the store."""
+
+    async def read_spend(keys: list[SpendKey]) -> dict[SpendKey, int]:
+        async with database.read() as connection:
+            return await spend_sql.read_spend(connection, keys)
+
+    store = StoreLedger(read_spend, poll_interval_s=settings.change_poll_interval_s)
+    ledger: SpendLedger = RedisLedger(redis, store, read_spend) if redis is not None else store
+    return BudgetGuard(ledger, PeriodClock(settings.zone))
 
 
 def build_gateway_app(
@@ -162,8 +205,13 @@ def build_gateway_app(
         RedisRateLimiter(redis, fallback=local_limiter) if redis is not None else local_limiter
     )
     spool = build_spool(settings)
+    budgets = build_budget_guard(settings, database, redis)
     recorder = build_recorder(
-        settings, database, spool, usage_writer.write_batch if usage_writer else None
+        settings,
+        database,
+        spool,
+        usage_writer.write_batch if usage_writer else None,
+        on_written=budgets.ledger.settle,
     )
 
     async def close() -> None:
@@ -174,10 +222,11 @@ def build_gateway_app(
         await database.dispose()
 
     policy = upstream_policy(settings)
+    directory = Directory(
+        database, keyring, policy, poll_interval_s=settings.change_poll_interval_s, redis=redis
+    )
     return GatewayApp(
-        directory=Directory(
-            database, keyring, policy, poll_interval_s=settings.change_poll_interval_s, redis=redis
-        ),
+        directory=directory,
         recorder=recorder,
         spool=spool,
         limiter=limiter,
@@ -186,5 +235,7 @@ def build_gateway_app(
         max_body_bytes=settings.max_body_bytes,
         max_header_bytes=settings.max_header_bytes,
         default_rate_limits=(settings.rate_limit_per_s, settings.rate_limit_per_min),
+        budgets=budgets,
+        self_service=SelfService(database, budgets),
         on_shutdown=close,
     )

@@ -14,6 +14,7 @@ import contextlib
 import gc
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -23,9 +24,11 @@ import yarl
 
 from tokenmanager.clock import utcnow
 from tokenmanager.gateway import rewriting
+from tokenmanager.gateway.budgets import BudgetGuard, Exceeded
 from tokenmanager.gateway.directory import Directory, GatewayRoute
 from tokenmanager.gateway.metrics import GatewayMetrics
 from tokenmanager.gateway.ratelimit import Limit, RateLimiter, build_limits, retry_after_header
+from tokenmanager.gateway.selfservice import SelfService
 from tokenmanager.gateway.upstream import build_upstream_session
 from tokenmanager.gateway.verification import (
     STATUS_ANSWERS,
@@ -33,6 +36,8 @@ from tokenmanager.gateway.verification import (
     Verification,
     VerifyStatus,
 )
+from tokenmanager.llm.accounting import PreparedRequest, ResponseMeter, prepare_request
+from tokenmanager.pricing.money import format_micro_usd
 from tokenmanager.ssrf import ForbiddenUpstreamError, IPNetwork, UpstreamPolicy
 from tokenmanager.usage.events import UsageEvent
 from tokenmanager.usage.recorder import UsageRecorder
@@ -50,6 +55,8 @@ METRICS_SYNC_INTERVAL_S = 1.0
 # that leaves is still noticed well within a second.
 WATCHER_DELAY_S = 0.05
 MAX_CACHED_LIMITS = 100_000
+SELF_SERVICE_PATH = "/_tokenmanager/usage"
+_PERIOD_ADJECTIVES = {"day": "daily", "month": "monthly"}
 _ERROR_CODES = {400: "bad_request", 404: "not_found", 413: "payload_too_large",
                 431: "request_header_fields_too_large", 499: "client_closed_request",
                 502: "bad_gateway", 504: "gateway_timeout"}  # fmt: skip
@@ -86,6 +93,8 @@ class GatewayApp:
         trusted_proxies: tuple[IPNetwork, ...],
         max_body_bytes: int,
         max_header_bytes: int,
+        budgets: BudgetGuard,
+        self_service: SelfService,
         default_rate_limits: tuple[int | None, int | None] = (None, None),
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -98,6 +107,8 @@ class GatewayApp:
         self._max_body_bytes = max_body_bytes
         self._max_header_bytes = max_header_bytes
         self._default_rate_limits = default_rate_limits
+        self.budgets = budgets
+        self._self_service = self_service
         self._on_shutdown = on_shutdown
         self.metrics = GatewayMetrics()
         self._session: aiohttp.ClientSession | None = None
@@ -116,6 +127,7 @@ class GatewayApp:
             server_log.addFilter(_QuietAbortFilter())
         self._session = build_upstream_session(self._policy)
         await self.directory.start()
+        await self.budgets.ledger.start()
         await self.recorder.start()
         self._metrics_task = asyncio.create_task(self._sync_metrics_loop(), name="gateway-metrics")
         if self.freeze_gc_after_startup:
@@ -133,6 +145,7 @@ class GatewayApp:
                 await self._metrics_task
         await self.directory.stop()
         await self.recorder.stop()
+        await self.budgets.ledger.stop()
         if self._session is not None:
             await self._session.close()
         if self._on_shutdown is not None:
@@ -154,6 +167,8 @@ class GatewayApp:
             path = scope["path"]
             if path == "/healthz":
                 await _send_json(send, 200, {"status": "ok"})
+            elif path == SELF_SERVICE_PATH:
+                await self._answer_self_service(scope, send)
             elif path == "/metrics":
                 await self._sync_metrics()
                 await _send_bytes(send, 200, self.metrics.render(), b"text/plain; version=0.0.4")
@@ -202,6 +217,7 @@ class GatewayApp:
             elapsed_s = time.perf_counter() - started
             event.response_time_ms = round(elapsed_s * 1000)
             self.metrics.observe_request(event.route_path, event.response_status, elapsed_s)
+            self.budgets.charge(event)
             self.recorder.record(event)
 
     async def _pipeline(
@@ -221,6 +237,7 @@ class GatewayApp:
         event.token_hash = verification.token_hash
         if verification.record is not None:
             event.token_id = verification.record.token_id
+            event.team_id = verification.record.team_id
         if verification.status is not VerifyStatus.VALID:
             return await self._refuse_verification(send, event, verification)
         record = verification.record
@@ -247,6 +264,11 @@ class GatewayApp:
                     extra_headers=[(b"retry-after", retry_after_header(retry_after_s).encode())],
                 )
 
+        if record.budgets:
+            exceeded = await self.budgets.check(record.budgets, event.used_at)
+            if exceeded is not None:
+                return await self._refuse_budget(send, event, exceeded)
+
         try:
             url = rewriting.build_upstream_url(
                 route.upstream_url,
@@ -259,7 +281,15 @@ class GatewayApp:
         except rewriting.UnsafePathError:
             return await self._refuse(send, event, 400, "path segments '.' and '..' are refused")
         upstream_headers = rewriting.build_upstream_headers(headers, route.credential)
-        if declared_length:
+        if route.provider is not None:
+            # The accounting reads the response: it must arrive uncompressed (any client
+            # accepts identity), and the request body is read whole, then rewritten maybe.
+            upstream_headers = [
+                (name, value) for name, value in upstream_headers
+                if name.lower() != "accept-encoding"
+            ]
+            upstream_headers.append(("Accept-Encoding", "identity"))
+        elif declared_length:
             # A known length is passed on, so the upstream gets a plain (not chunked) body.
             upstream_headers.append(("Content-Length", str(declared_length)))
         has_body = bool(declared_length) or any(name == b"transfer-encoding" for name, _ in headers)
@@ -347,30 +377,70 @@ class GatewayApp:
 
         watcher_timer = asyncio.get_running_loop().call_later(WATCHER_DELAY_S, start_watcher)
         response_started = False
+        prepared: PreparedRequest | None = None
+        meter: ResponseMeter | None = None
         try:
             if route.forbidden_reason is not None:
                 raise ForbiddenUpstreamError(route.forbidden_reason)
+            data: bytes | AsyncIterator[bytes] | None = None
+            if has_body and route.provider is None:
+                data = request_body()
+            elif has_body:
+                body = b"".join([chunk async for chunk in request_body()])
+                prepared = prepare_request(
+                    route.provider,
+                    scope["path"],
+                    body,
+                    add_stream_usage=route.include_stream_usage,
+                )
+                data = prepared.body
+                upstream_headers.append(("Content-Length", str(len(data))))
             async with self._session.request(
                 scope["method"],
                 yarl.URL(url, encoded=True),
                 headers=upstream_headers,
-                data=request_body() if has_body else None,
+                data=data,
                 allow_redirects=False,
                 timeout=route.timeout,
             ) as response:
                 event.ttfb_ms = round((time.perf_counter() - started) * 1000)
                 event.response_status = response.status
+                response_headers = rewriting.build_response_headers(response.raw_headers)
+                if prepared is not None:
+                    assert route.provider is not None
+                    meter = ResponseMeter(
+                        route.provider,
+                        prepared,
+                        status=response.status,
+                        content_type=response.headers.get("Content-Type"),
+                    )
+                    if prepared.usage_option_added:
+                        # The relayed stream loses the usage the client did not ask for.
+                        response_headers = [
+                            (name, value)
+                            for name, value in response_headers
+                            if name.lower() != b"content-length"
+                        ]
                 await send(
                     {
                         "type": "http.response.start",
                         "status": response.status,
-                        "headers": rewriting.build_response_headers(response.raw_headers),
+                        "headers": response_headers,
                     }
                 )
                 response_started = True
                 async for chunk in response.content.iter_any():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    event.bytes_out = (event.bytes_out or 0) + len(chunk)
+                    relayed = meter.feed(chunk) if meter is not None else chunk
+                    if relayed:
+                        await send(
+                            {"type": "http.response.body", "body": relayed, "more_body": True}
+                        )
+                        event.bytes_out = (event.bytes_out or 0) + len(relayed)
+                if meter is not None:
+                    rest = meter.flush()
+                    if rest:
+                        await send({"type": "http.response.body", "body": rest, "more_body": True})
+                        event.bytes_out = (event.bytes_out or 0) + len(rest)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not client_gone:
@@ -395,8 +465,72 @@ class GatewayApp:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+            if prepared is not None:
+                self._account(event, prepared, meter)
+
+    def _account(
+        self, event: UsageEvent, prepared: PreparedRequest, meter: ResponseMeter | None
+    ) -> None:
+        """Model, tokens and cost of an LLM call, from what the meter saw; a call that never
+        reached an upstream answer used nothing the upstream bills."""
+        if meter is None:
+            event.model = prepared.requested_model
+            return
+        usage = meter.result()
+        event.model = usage.model
+        event.prompt_tokens = usage.prompt_tokens
+        event.completion_tokens = usage.completion_tokens
+        event.cached_prompt_tokens = usage.cached_prompt_tokens
+        event.reasoning_tokens = usage.reasoning_tokens
+        event.usage_source = usage.usage_source.value
+        event.cost_pusd = self.directory.prices.cost_for(usage)
+
+    # -- self-service ------------------------------------------------------------------------
+
+    async def _answer_self_service(self, scope: Scope, send: Send) -> None:
+        """A token holder's own usage, read with the token itself (no admin account)."""
+        if scope["method"] not in ("GET", "HEAD"):
+            await _send_json(
+                send, 405, _error_body(405, "method_not_allowed", "use GET"), [(b"allow", b"GET")]
+            )
+            return
+        verification = await self.directory.verifier.verify(
+            rewriting.extract_token(scope["headers"])
+        )
+        if verification.status is not VerifyStatus.VALID or verification.record is None:
+            event = UsageEvent("", None, utcnow(), None, None)
+            await self._refuse_verification(send, event, verification)
+            return
+        try:
+            summary = await self._self_service.read(verification.record, utcnow())
+        except Exception as exc:  # noqa: BLE001 - the store is down: say so, briefly
+            logger.warning("self-service usage unavailable (%s)", type(exc).__name__)
+            await _send_json(
+                send, 503, _error_body(503, "unavailable", "usage is unavailable right now")
+            )
+            return
+        await _send_json(send, 200, summary)
 
     # -- refusals ----------------------------------------------------------------------------
+
+    async def _refuse_budget(self, send: Send, event: UsageEvent, exceeded: Exceeded) -> None:
+        budget = exceeded.budget
+        renews_at = exceeded.period_end.astimezone(self.budgets.clock.zone)
+        message = (
+            f"the {budget.scope}'s {_PERIOD_ADJECTIVES[budget.period]} budget of "
+            f"{format_micro_usd(budget.limit_micro_usd)} USD is spent; "
+            f"it renews at {renews_at.isoformat()}"
+        )
+        event.response_status = 429
+        event.failure_kind = "budget_exceeded"
+        event.error_message = message
+        retry_after_s = max(1, math.ceil((exceeded.period_end - utcnow()).total_seconds()))
+        await _send_json(
+            send,
+            429,
+            _error_body(429, "budget_exceeded", message),
+            [(b"retry-after", str(retry_after_s).encode())],
+        )
 
     async def _refuse_verification(
         self,

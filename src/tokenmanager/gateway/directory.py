@@ -20,11 +20,14 @@ import aiohttp
 from tokenmanager.changes import CHANNEL
 from tokenmanager.crypto import Keyring
 from tokenmanager.gateway.verification import TokenRecord, TokenVerifier, build_token_record
+from tokenmanager.llm.models import Provider
+from tokenmanager.pricing.book import PriceBook
 from tokenmanager.routes.matching import match_route
 from tokenmanager.routes.models import UpstreamCredential
 from tokenmanager.routes.service import decrypt_credential
 from tokenmanager.ssrf import ForbiddenUpstreamError, UpstreamPolicy
 from tokenmanager.storage import gateway as gateway_sql
+from tokenmanager.storage import prices as prices_sql
 from tokenmanager.storage.audit import read_change_version
 from tokenmanager.storage.database import Database
 
@@ -46,6 +49,8 @@ class GatewayRoute:
     # Why the SSRF guard refuses the host as written (an IP literal or an integer form), or
     # None. Host names are checked by the guarded resolver on every connection instead.
     forbidden_reason: str | None
+    provider: Provider | None = None  # an LLM API: its calls are metered and priced
+    include_stream_usage: bool = True
 
 
 def build_gateway_route(row: Any, keyring: Keyring, policy: UpstreamPolicy) -> GatewayRoute:
@@ -69,6 +74,8 @@ def build_gateway_route(row: Any, keyring: Keyring, policy: UpstreamPolicy) -> G
         ),
         is_enabled=row.is_enabled,
         forbidden_reason=forbidden_reason,
+        provider=Provider(row.provider) if row.provider else None,
+        include_stream_usage=row.include_stream_usage,
     )
 
 
@@ -92,6 +99,7 @@ class Directory:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.verifier = TokenVerifier(self._lookup_token, monotonic=time.monotonic)
+        self.prices = PriceBook({})
 
     async def _lookup_token(self, token_hash: str) -> TokenRecord | None:
         async with self._db.read() as connection:
@@ -107,6 +115,7 @@ class Directory:
         async with self._db.read() as connection:
             self._last_change_id = await read_change_version(connection)
         await self._reload_routes()
+        await self._reload_prices()
         self._tasks.append(asyncio.create_task(self._poll_loop(), name="gateway-changes"))
         if self._redis is not None:
             self._tasks.append(asyncio.create_task(self._listen_loop(), name="gateway-redis"))
@@ -136,8 +145,16 @@ class Directory:
         for change in changes:
             if change.kind == "token":
                 self.verifier.invalidate_token(int(change.key))
+            elif change.kind == "team":
+                self.verifier.invalidate_team(change.key)
         self._last_change_id = changes[-1].id
         await self._reload_routes()  # routes and imported hashes: both small
+        if any(change.kind == "price" for change in changes):
+            await self._reload_prices()
+
+    async def _reload_prices(self) -> None:
+        async with self._db.read() as connection:
+            self.prices.replace(await prices_sql.read_current_prices(connection))
 
     async def _poll_loop(self) -> None:
         failing = False

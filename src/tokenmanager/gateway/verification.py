@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any
 
 from tokenmanager.clock import utcnow
+from tokenmanager.gateway.budgets import Budget
 from tokenmanager.tokens import codec
 from tokenmanager.tokens.scopes import has_scopes
 
@@ -62,6 +63,7 @@ class TokenRecord:
     rate_limit_per_min: int | None
     team_rate_limit_per_s: int | None
     team_rate_limit_per_min: int | None
+    budgets: tuple[Budget, ...] = ()  # the token's and its team's, when set
 
     def status_at(self, now: datetime) -> VerifyStatus:
         if self.revoked_at is not None:
@@ -91,7 +93,19 @@ def build_token_record(row: Any, presented_hash: str) -> TokenRecord:
         rate_limit_per_min=row.rate_limit_per_min,
         team_rate_limit_per_s=row.team_rate_limit_per_s,
         team_rate_limit_per_min=row.team_rate_limit_per_min,
+        budgets=build_budgets(row),
     )
+
+
+def build_budgets(row: Any) -> tuple[Budget, ...]:
+    budgets = []
+    if row.budget_micro_usd is not None:
+        budgets.append(Budget("token", str(row.id), row.budget_micro_usd, row.budget_period))
+    if row.team_budget_micro_usd is not None:
+        budgets.append(
+            Budget("team", row.team_id, row.team_budget_micro_usd, row.team_budget_period)
+        )
+    return tuple(budgets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +191,11 @@ class TokenVerifier:
         for token_hash in self._hashes_by_token.pop(token_id, set()):
             self._positive.pop(token_hash, None)
         self._negative.clear()
+
+    def invalidate_team(self, team_id: str) -> None:
+        """Forget every token of a changed team (its limits and budget are on their records)."""
+        for record in [r for r in self._positive.values() if r.team_id == team_id]:
+            self.invalidate_token(record.token_id)
 
     def invalidate_all(self) -> None:
         self._positive.clear()
