@@ -103,6 +103,8 @@ def test_missing_or_malformed_config_file_is_refused(
         ("TOKENMANAGER_POSTGRES_WORK_MEM", "32MB; DROP TABLE tokens"),
         ("TOKENMANAGER_USAGE_WRITERS", "0"),
         ("TOKENMANAGER_USAGE_WRITERS", "17"),
+        ("TOKENMANAGER_TIMEZONE", "Mars/Olympus_Mons"),
+        ("TOKENMANAGER_TIMEZONE", "../etc/passwd"),
     ],
 )
 def test_invalid_values_are_refused_naming_the_variable(
@@ -231,3 +233,9 @@ def test_parse_database_url_refuses_other_databases_and_garbage(raw: str, reason
     with pytest.raises(ConfigurationError, match=reason) as caught:
         parse_database_url(raw)
     assert "hunter2" not in caught.value.message
+
+
+def test_timezone_defaults_to_utc_and_takes_iana_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().zone.key == "UTC"
+    monkeypatch.setenv("TOKENMANAGER_TIMEZONE", "Asia/Kolkata")
+    assert load_settings().zone.key == "Asia/Kolkata"

@@ -13,6 +13,7 @@ import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -85,6 +86,11 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=3, ge=1, description="argon2id iterations.")
     argon2_memory_kib: int = Field(default=65536, ge=64, description="argon2id memory in KiB.")
     log_level: str = Field(default="INFO", description="Python logging level name.")
+    timezone: str = Field(
+        default="UTC",
+        description="IANA time zone (e.g. Europe/Paris) in which calendar days, months and "
+        "budget periods are cut; storage stays UTC.",
+    )
     # Gateway
     upstream_allow: str = Field(
         default="",
@@ -175,6 +181,15 @@ class Settings(BaseSettings):
         parse_auto_suspend(value)
         return value
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone name such as UTC or Europe/Paris") from None
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_log_level(cls, value: str) -> str:
@@ -201,6 +216,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Explicit arguments beat the environment, which beats the config file.
         return (init_settings, env_settings, _TomlFileSource(settings_cls))
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The zone of TOKENMANAGER_TIMEZONE (validated at load)."""
+        return ZoneInfo(self.timezone)
 
     @property
     def is_dev(self) -> bool:
