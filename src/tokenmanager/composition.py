@@ -134,7 +134,7 @@ def build_recorder(
     this process unless `write_batch` writes them elsewhere."""
 
     return UsageRecorder(
-        write_batch or functools.partial(write_usage_batch, database),
+        write_batch or functools.partial(write_usage_batch, database, zone=settings.zone),
         spool,
         batch_size=settings.usage_batch_size,
         flush_interval_s=settings.usage_flush_interval_s,
