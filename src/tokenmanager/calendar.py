@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 Period = Literal["day", "month"]
 PERIODS: tuple[Period, ...] = ("day", "month")
+UTC_ZONE = ZoneInfo("UTC")
 
 
 def _local_midnight(year: int, month: int, day: int, zone: ZoneInfo) -> datetime:

@@ -29,6 +29,8 @@ from tokenmanager.gateway.ratelimit import LocalRateLimiter, RateLimiter, RedisR
 from tokenmanager.gateway.selfservice import SelfService
 from tokenmanager.gateway.usage_writer import UsageWriterProcess
 from tokenmanager.ingest_keys.service import IngestKeyService
+from tokenmanager.pricing.book import PriceBook
+from tokenmanager.pricing.defaults import DEFAULT_PRICES
 from tokenmanager.routes.service import RouteService
 from tokenmanager.security.models import parse_auto_suspend
 from tokenmanager.security.monitor import SecurityMonitor
@@ -64,6 +66,7 @@ class Services:
     recorder: UsageRecorder
     upkeep: UsageUpkeep
     security: SecurityAudit
+    prices: PriceBook
     redis: Any | None = None
 
     async def close(self) -> None:
@@ -120,8 +123,16 @@ def build_services(settings: Settings) -> Services:
             rollup_days=settings.retention_rollup_days,
         ),
         security=build_security(settings, database, keyring),
+        prices=build_price_book(),
         redis=redis,
     )
+
+
+def build_price_book() -> PriceBook:
+    """Today's prices for costs computed in the control plane (ingestion, reprice): the
+    shipped defaults. (Admin prices from the `prices` table are merged over them once that
+    table exists.)"""
+    return PriceBook.of(DEFAULT_PRICES)
 
 
 def build_security(settings: Settings, database: Database, keyring: Keyring) -> SecurityAudit:
@@ -149,7 +160,7 @@ def build_recorder(
     """The usage recorder of one process (gateway or control plane); batches are written in
     this process unless `write_batch` writes them elsewhere. `on_written` hears of every batch
     once it is in the store."""
-    write = write_batch or functools.partial(write_usage_batch, database)
+    write = write_batch or functools.partial(write_usage_batch, database, zone=settings.zone)
     if on_written is not None:
         write = _announcing(write, on_written)
     return UsageRecorder(

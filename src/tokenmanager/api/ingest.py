@@ -30,6 +30,9 @@ EXAMPLE_RECORD = {
     "user_agent": "n8n/1.0",
     "request_method": "POST",
     "error_message": None,
+    "model": "gpt-4o-mini-2024-07-18",
+    "prompt_tokens": 1200,
+    "completion_tokens": 350,
 }
 
 
@@ -83,7 +86,9 @@ def _record(services: Services, event: Any) -> None:
     },
 )
 async def log_usage(request: Request, _: IngestKeyDep, services: ServicesDep) -> Any:
-    """Record one call made through an external gateway (the seed's body)."""
+    """Record one call made through an external gateway (the seed's body). An LLM call may add
+    `model`, `prompt_tokens`, `completion_tokens`, `cached_prompt_tokens`, `reasoning_tokens`
+    and `usage_source`; its cost is computed now, from today's prices, and kept."""
     body = await _read_body(request, SINGLE_RECORD_MAX_BYTES)
     try:
         record = json.loads(body)
@@ -92,7 +97,7 @@ async def log_usage(request: Request, _: IngestKeyDep, services: ServicesDep) ->
             422, "body is not valid JSON", fields=[{"field": "body", "message": "invalid JSON"}]
         )
     try:
-        event = parse_usage_record(record, utcnow())
+        event = parse_usage_record(record, utcnow(), services.prices.prices)
     except IngestError as exc:
         return error_response(422, f"invalid usage record: {exc}", fields=exc.fields)
     _record(services, event)
@@ -130,6 +135,7 @@ async def log_usage_batch(request: Request, _: IngestKeyDep, services: ServicesD
     if len(items) > settings.ingest_max_batch_items:
         raise HTTPException(413, f"at most {settings.ingest_max_batch_items} records per batch")
     now = utcnow()
+    prices = services.prices.prices  # one table for the whole batch
     accepted = 0
     errors: list[dict[str, Any]] = []
     for index, item in enumerate(items):
@@ -139,7 +145,7 @@ async def log_usage_batch(request: Request, _: IngestKeyDep, services: ServicesD
             )
             continue
         try:
-            event = parse_usage_record(item, now)
+            event = parse_usage_record(item, now, prices)
         except IngestError as exc:
             errors.append({"index": index, "fields": exc.fields})
             continue

@@ -11,8 +11,15 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenmanager.storage.database import Database
-from tokenmanager.storage.schema import token_usage_logs, usage_daily, usage_hourly
-from tokenmanager.storage.usage import write_rollup
+from tokenmanager.storage.schema import (
+    token_usage_logs,
+    usage_cost_hourly,
+    usage_daily,
+    usage_hourly,
+    usage_spend,
+)
+from tokenmanager.storage.usage import write_cost_rollup, write_rollup
+from tokenmanager.usage.costs import CostKey, CostRow, cost_key
 from tokenmanager.usage.events import UsageEvent
 from tokenmanager.usage.rollup import RollupKey, RollupRow, fold_event
 
@@ -43,10 +50,15 @@ async def delete_raw_before(
 
 
 async def delete_rollups_before(database: Database, cutoff: datetime) -> int:
-    """Delete hourly and daily rollup rows of periods before `cutoff`, one day per
-    transaction."""
+    """Delete hourly, daily and per-model cost rollup rows, and spend rows, of periods that
+    start before `cutoff`, one day per transaction."""
     deleted = 0
-    for table, period in ((usage_hourly, "hour"), (usage_daily, "day")):
+    for table, period in (
+        (usage_hourly, "hour"),
+        (usage_daily, "day"),
+        (usage_cost_hourly, "hour"),
+        (usage_spend, "period_start"),
+    ):
         column = table.c[period]
         while True:
             async with database.read() as connection:
@@ -64,28 +76,41 @@ async def delete_rollups_before(database: Database, cutoff: datetime) -> int:
 
 
 async def rebuild_rollup_day(connection: AsyncConnection, day: datetime) -> int:
-    """Recompute one UTC day of both rollups from the raw rows; returns the rows read.
+    """Recompute one UTC day of the hourly, daily and per-model cost rollups from the raw rows;
+    returns the rows read. (Spend per local day and month is not rebuilt: its periods are not
+    UTC days, and a month outlives the raw rows; `usage reprice` corrects it.)
 
     Runs in the caller's transaction. On PostgreSQL the rollup tables are locked for it, so a
     recorder writing meanwhile either is counted here (committed before) or adds its rows after
     (committed later), never both.
     """
     if connection.dialect.name == "postgresql":
-        await connection.execute(sa.text("LOCK TABLE usage_hourly, usage_daily IN EXCLUSIVE MODE"))
+        await connection.execute(
+            sa.text("LOCK TABLE usage_hourly, usage_daily, usage_cost_hourly IN EXCLUSIVE MODE")
+        )
     until = day + timedelta(days=1)
     await connection.execute(
         usage_hourly.delete().where(usage_hourly.c.hour >= day, usage_hourly.c.hour < until)
     )
     await connection.execute(usage_daily.delete().where(usage_daily.c.day == day))
+    await connection.execute(
+        usage_cost_hourly.delete().where(
+            usage_cost_hourly.c.hour >= day, usage_cost_hourly.c.hour < until
+        )
+    )
     hourly: dict[RollupKey, RollupRow] = {}
     daily: dict[RollupKey, RollupRow] = {}
+    costs: dict[CostKey, CostRow] = {}
     count = 0
     async for event in stream_raw_events(connection, day, until):
         fold_event(hourly, event, "hour")
         fold_event(daily, event, "day")
+        if event.usage_source is not None:
+            costs.setdefault(cost_key(event), CostRow()).add(event)
         count += 1
     await write_rollup(connection, hourly, "hour")
     await write_rollup(connection, daily, "day")
+    await write_cost_rollup(connection, costs)
     return count
 
 
@@ -146,4 +171,12 @@ def _event_of(row: Any) -> UsageEvent:
         bytes_out=row.bytes_out,
         failure_kind=row.failure_kind,
         source=row.source,
+        team_id=row.team_id,
+        model=row.model,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        cached_prompt_tokens=row.cached_prompt_tokens,
+        reasoning_tokens=row.reasoning_tokens,
+        usage_source=row.usage_source,
+        cost_pusd=row.cost_pusd,
     )

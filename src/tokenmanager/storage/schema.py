@@ -9,6 +9,15 @@ import sqlalchemy as sa
 from tokenmanager.storage.types import UTCDateTime
 from tokenmanager.usage.histogram import BUCKET_COLUMNS
 
+LLM_ROLLUP_COLUMNS = (
+    "prompt_tokens", "completion_tokens", "cost_pusd",
+    "llm_calls", "unpriced_calls", "estimated_calls", "missing_calls",
+)  # fmt: skip
+COST_ROLLUP_COLUMNS = (
+    "calls", "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens",
+    "cost_pusd", "unpriced_calls", "estimated_calls", "missing_calls",
+)  # fmt: skip
+
 # A stable naming convention so that the same migration drops the same constraint everywhere.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -173,6 +182,17 @@ token_usage_logs = sa.Table(
     sa.Column("bytes_out", sa.BigInteger),
     sa.Column("failure_kind", sa.String(32)),
     sa.Column("source", sa.String(16), nullable=False, server_default="gateway"),
+    # LLM calls (migration 0007): the token's team at call time, the model served, the counts
+    # (None: unknown) and where they came from (None: not an LLM call), the cost fixed when
+    # recorded in pico-dollars (None: no price or no counts).
+    sa.Column("team_id", sa.String(64)),
+    sa.Column("model", sa.String(200)),
+    sa.Column("prompt_tokens", sa.Integer),
+    sa.Column("completion_tokens", sa.Integer),
+    sa.Column("cached_prompt_tokens", sa.Integer),
+    sa.Column("reasoning_tokens", sa.Integer),
+    sa.Column("usage_source", sa.String(16)),
+    sa.Column("cost_pusd", sa.BigInteger),
     sa.Index("idx_usage_used_at", "used_at"),
     sa.Index("idx_usage_route", "route_path", "used_at"),
     sa.Index("idx_usage_composite", "token_hash", "used_at"),
@@ -222,6 +242,13 @@ def _rollup_table(name: str, period: str) -> sa.Table:
             sa.Column(column, sa.BigInteger, nullable=False, server_default="0")
             for column in BUCKET_COLUMNS
         ),
+        # LLM sums (migration 0007). Token and cost sums add the known values only; the counts
+        # beside them say how many LLM calls had no price, estimated or missing counts, so no
+        # figure hides an unknown.
+        *(
+            sa.Column(column, sa.BigInteger, nullable=False, server_default="0")
+            for column in LLM_ROLLUP_COLUMNS
+        ),
         sa.Index(f"ix_{name}_token_id_{period}", "token_id", period),
         sa.Index(f"ix_{name}_route_path_{period}", "route_path", period),
     )
@@ -229,6 +256,40 @@ def _rollup_table(name: str, period: str) -> sa.Table:
 
 usage_hourly = _rollup_table("usage_hourly", "hour")
 usage_daily = _rollup_table("usage_daily", "day")
+
+
+def _zero_default(name: str) -> sa.Column[int]:
+    return sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
+
+
+# LLM calls only, by hour x token x team (at call time) x route x model, for /api/usage/costs.
+# Unknown strings are '' and an unknown token is 0, so that the primary key works.
+usage_cost_hourly = sa.Table(
+    "usage_cost_hourly",
+    metadata,
+    sa.Column("hour", UTCDateTime, primary_key=True),
+    sa.Column("token_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("team_id", sa.String(64), primary_key=True),
+    sa.Column("route_path", sa.String(255), primary_key=True),
+    sa.Column("model", sa.String(200), primary_key=True),
+    *(_zero_default(name) for name in COST_ROLLUP_COLUMNS),
+    sa.Index("ix_usage_cost_hourly_team_id_hour", "team_id", "hour"),
+)
+
+# Spend per token (subject: its id) and per team (subject: the team id at call time) per local
+# day and month (cut in TOKENMANAGER_TIMEZONE; period_start is that period's start in UTC).
+# Only calls with a known cost add to it, in the usage batch's transaction.
+usage_spend = sa.Table(
+    "usage_spend",
+    metadata,
+    sa.Column("scope", sa.String(8), primary_key=True),
+    sa.Column("subject", sa.String(64), primary_key=True),
+    sa.Column("period", sa.String(8), primary_key=True),
+    sa.Column("period_start", UTCDateTime, primary_key=True),
+    _zero_default("cost_pusd"),
+    _zero_default("calls"),
+    sa.Index("ix_usage_spend_period_start", "period_start"),
+)
 
 # -- security (migration 0006) ---------------------------------------------------------------
 

@@ -1,7 +1,7 @@
-"""SQL for usage: the batched, idempotent insert that keeps `tokens.last_used` and the hourly
-and daily rollups current in the same transaction (on PostgreSQL in one statement). Only rows
-that were really inserted (new `event_id`s) reach the rollup, so replaying a batch never counts
-a call twice.
+"""SQL for usage: the batched, idempotent insert that keeps `tokens.last_used`, the hourly and
+daily rollups, the per-model cost rollup and the spend per token and team current in the same
+transaction (on PostgreSQL in one statement). Only rows that were really inserted (new
+`event_id`s) reach the rollups and the spend, so replaying a batch never counts a call twice.
 """
 
 from __future__ import annotations
@@ -11,14 +11,34 @@ import operator
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql.base import PGDialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tokenmanager.calendar import UTC_ZONE
 from tokenmanager.errors import ConflictError
 from tokenmanager.storage.database import Database
-from tokenmanager.storage.schema import token_usage_logs, tokens, usage_daily, usage_hourly
+from tokenmanager.storage.schema import (
+    COST_ROLLUP_COLUMNS,
+    LLM_ROLLUP_COLUMNS,
+    token_usage_logs,
+    tokens,
+    usage_cost_hourly,
+    usage_daily,
+    usage_hourly,
+    usage_spend,
+)
+from tokenmanager.usage.costs import (
+    CostKey,
+    CostRow,
+    PeriodCutter,
+    SpendKey,
+    build_cost_rollup,
+    build_spend,
+)
 from tokenmanager.usage.events import UsageEvent
 from tokenmanager.usage.histogram import BUCKET_COLUMNS, BUCKET_UPPER_BOUNDS_MS
 from tokenmanager.usage.recorder import RefusedBatchError
@@ -28,21 +48,31 @@ _EVENT_COLUMNS = (
     "event_id", "token_hash", "token_id", "route_path", "used_at", "response_status",
     "response_time_ms", "ttfb_ms", "ip_address", "user_agent", "request_method",
     "error_message", "bytes_in", "bytes_out", "failure_kind", "source",
+    "team_id", "model", "prompt_tokens", "completion_tokens", "cached_prompt_tokens",
+    "reasoning_tokens", "usage_source", "cost_pusd",
 )  # fmt: skip
 _event_values = operator.attrgetter(*_EVENT_COLUMNS)
 
 
 async def _resolve_token_ids(connection: AsyncConnection, events: Sequence[UsageEvent]) -> None:
-    """Fill in token_id for events that carry only a hash (ingested from external gateways)."""
+    """Fill in token_id for events that carry only a hash (ingested from external gateways),
+    and the token's team for those and for LLM calls recorded without one: the team charged is
+    the token's team when the call is recorded."""
     unknown = {e.token_hash for e in events if e.token_id is None and e.token_hash}
-    if not unknown:
+    teamless = {
+        e.token_id for e in events if e.team_id is None and e.token_id is not None and e.is_llm_call
+    }
+    if not unknown and not teamless:
         return
-    rows = await connection.execute(
-        sa.select(tokens.c.id, tokens.c.token_hash, tokens.c.previous_token_hash).where(
-            sa.or_(tokens.c.token_hash.in_(unknown), tokens.c.previous_token_hash.in_(unknown))
-        )
-    )
+    columns = (tokens.c.id, tokens.c.team_id, tokens.c.token_hash, tokens.c.previous_token_hash)
+    conditions = []
+    if unknown:
+        conditions += [tokens.c.token_hash.in_(unknown), tokens.c.previous_token_hash.in_(unknown)]
+    if teamless:
+        conditions.append(tokens.c.id.in_(teamless))
+    rows = list(await connection.execute(sa.select(*columns).where(sa.or_(*conditions))))
     ids: dict[str, int] = {}
+    teams = {row.id: row.team_id for row in rows}
     for row in rows:
         ids[row.token_hash] = row.id
         if row.previous_token_hash:
@@ -50,6 +80,10 @@ async def _resolve_token_ids(connection: AsyncConnection, events: Sequence[Usage
     for event in events:
         if event.token_id is None:
             event.token_id = ids.get(event.token_hash)
+            if event.team_id is None and event.token_id is not None:
+                event.team_id = teams.get(event.token_id)
+        elif event.team_id is None and event.is_llm_call:
+            event.team_id = teams.get(event.token_id)
 
 
 def _is_refused_data(exc: BaseException) -> bool:
@@ -61,27 +95,33 @@ def _is_refused_data(exc: BaseException) -> bool:
     return isinstance(sqlstate, str) and sqlstate[:2] in ("22", "23")
 
 
-async def write_usage_batch(database: Database, events: Sequence[UsageEvent]) -> int:
-    """A recorder's `WriteBatch`: the batch in one transaction. RefusedBatchError when the store
-    refuses its data; any other failure (the store is down) as it came."""
+async def write_usage_batch(
+    database: Database, events: Sequence[UsageEvent], *, zone: ZoneInfo = UTC_ZONE
+) -> int:
+    """A recorder's `WriteBatch`: the batch in one transaction, spend periods cut in `zone`
+    (TOKENMANAGER_TIMEZONE). RefusedBatchError when the store refuses its data; any other
+    failure (the store is down) as it came."""
     try:
         async with database.write() as connection:
-            return await insert_usage_events(connection, events)
+            return await insert_usage_events(connection, events, zone=zone)
     except Exception as exc:
         if _is_refused_data(exc):
             raise RefusedBatchError(type(exc).__name__) from exc
         raise
 
 
-async def insert_usage_events(connection: AsyncConnection, events: Sequence[UsageEvent]) -> int:
-    """Insert events not stored yet, update last_used and the rollup; return how many were new."""
+async def insert_usage_events(
+    connection: AsyncConnection, events: Sequence[UsageEvent], *, zone: ZoneInfo = UTC_ZONE
+) -> int:
+    """Insert events not stored yet, update last_used, the rollups and the spend (periods cut
+    in `zone`); return how many were new."""
     if not events:
         return 0
     await _resolve_token_ids(connection, events)
     unique = list({event.event_id: event for event in events}.values())
     if connection.dialect.name == "postgresql":
-        return await _insert_postgres(connection, unique)
-    return await _insert_sqlite(connection, unique)
+        return await _insert_postgres(connection, unique, zone)
+    return await _insert_sqlite(connection, unique, zone)
 
 
 # -- SQLite: driver-level statements ----------------------------------------------------------
@@ -90,7 +130,7 @@ async def insert_usage_events(connection: AsyncConnection, events: Sequence[Usag
 # parameters, and timestamps are bound as the text SQLAlchemy's SQLite DATETIME stores (always
 # with six fractional digits: stored values are compared as text).
 
-_SQLITE_ROWS_PER_INSERT = 500  # x 16 columns: well under SQLite's 32766 bound parameters
+_SQLITE_ROWS_PER_INSERT = 500  # x 24 columns: well under SQLite's 32766 bound parameters
 _USED_AT = _EVENT_COLUMNS.index("used_at")
 
 
@@ -113,7 +153,9 @@ def _sqlite_insert_sql(row_count: int) -> str:
     )
 
 
-async def _insert_sqlite(connection: AsyncConnection, events: list[UsageEvent]) -> int:
+async def _insert_sqlite(
+    connection: AsyncConnection, events: list[UsageEvent], zone: ZoneInfo
+) -> int:
     """Multi-row INSERTs returning the event ids really inserted; last_used and the rollups
     from those rows only."""
     new_ids: set[str] = set()
@@ -129,6 +171,8 @@ async def _insert_sqlite(connection: AsyncConnection, events: list[UsageEvent]) 
     inserted = [event for event in events if event.event_id in new_ids]
     await _update_last_used(connection, inserted)
     await _add_to_rollup(connection, inserted)
+    await write_cost_rollup(connection, build_cost_rollup(inserted))
+    await add_spend(connection, build_spend(inserted, zone))
     return len(inserted)
 
 
@@ -197,15 +241,29 @@ def _ingest_sql() -> str:
     )
     rollup_columns = (
         "token_hash, route_path, status_class, token_id, calls, errors, sum_latency_ms, "
-        f"max_latency_ms, bytes_in, bytes_out, {', '.join(BUCKET_COLUMNS)}"
+        f"max_latency_ms, bytes_in, bytes_out, {', '.join(BUCKET_COLUMNS)}, "
+        f"{', '.join(LLM_ROLLUP_COLUMNS)}"
     )
     bucket_sums = ", ".join(f"sum({name})" for name in BUCKET_COLUMNS)
+    count = len(_EVENT_COLUMNS)
+    spend_arrays = f"${count + 1}::timestamp[], ${count + 2}::timestamp[]"
+    llm_sums = ", ".join(f"sum({name})" for name in LLM_ROLLUP_COLUMNS)
+    cost_columns = ", ".join(COST_ROLLUP_COLUMNS)
+    cost_updates = ", ".join(
+        f"{c} = usage_cost_hourly.{c} + excluded.{c}" for c in COST_ROLLUP_COLUMNS
+    )
     return (
-        "WITH new_rows AS ("  # noqa: S608 - fixed names
-        f"INSERT INTO token_usage_logs ({columns}) SELECT * FROM unnest({arrays}) "
+        # The batch's arrays as rows, with the local day and month each costed call is
+        # charged to (computed in Python by tokenmanager.calendar: one definition of periods).
+        "WITH input AS ("  # noqa: S608 - fixed names
+        f"SELECT * FROM unnest({arrays}, {spend_arrays}) AS t({columns}, spend_day, spend_month)"
+        "), new_rows AS ("
+        f"INSERT INTO token_usage_logs ({columns}) SELECT {columns} FROM input "
         "ON CONFLICT (event_id) DO NOTHING "
-        "RETURNING token_hash, token_id, route_path, used_at, response_status, "
-        "response_time_ms, error_message, bytes_in, bytes_out, failure_kind"
+        "RETURNING event_id, token_hash, token_id, route_path, used_at, response_status, "
+        "response_time_ms, error_message, bytes_in, bytes_out, failure_kind, team_id, model, "
+        "prompt_tokens, completion_tokens, cached_prompt_tokens, reasoning_tokens, "
+        "usage_source, cost_pusd"
         "), hourly AS ("
         "SELECT date_trunc('hour', used_at) AS hour, token_hash, "
         f"coalesce(route_path, '') AS route_path, {status_class} AS status_class, "
@@ -213,7 +271,7 @@ def _ingest_sql() -> str:
         "AS errors, coalesce(sum(response_time_ms), 0) AS sum_latency_ms, "
         "coalesce(max(response_time_ms), 0) AS max_latency_ms, "
         "coalesce(sum(bytes_in), 0) AS bytes_in, coalesce(sum(bytes_out), 0) AS bytes_out, "
-        f"{buckets} FROM new_rows GROUP BY 1, 2, 3, 4"
+        f"{buckets}, {_LLM_MEASURES} FROM new_rows GROUP BY 1, 2, 3, 4"
         "), hourly_upsert AS ("
         f"INSERT INTO usage_hourly (hour, {rollup_columns}) "
         f"SELECT hour, {rollup_columns} FROM hourly ORDER BY 1, 2, 3, 4 "
@@ -222,8 +280,38 @@ def _ingest_sql() -> str:
         f"INSERT INTO usage_daily (day, {rollup_columns}) "
         "SELECT date_trunc('day', hour), token_hash, route_path, status_class, max(token_id), "
         "sum(calls), sum(errors), sum(sum_latency_ms), max(max_latency_ms), sum(bytes_in), "
-        f"sum(bytes_out), {bucket_sums} FROM hourly GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 "
-        f"{_rollup_conflict('usage_daily', 'day')}"
+        f"sum(bytes_out), {bucket_sums}, {llm_sums} FROM hourly GROUP BY 1, 2, 3, 4 "
+        f"ORDER BY 1, 2, 3, 4 {_rollup_conflict('usage_daily', 'day')}"
+        "), cost_upsert AS ("
+        # RollupRow/CostRow.add as SQL: LLM calls only, '' and 0 for unknown keys.
+        "INSERT INTO usage_cost_hourly (hour, token_id, team_id, route_path, model, "
+        f"{cost_columns}) "
+        "SELECT date_trunc('hour', used_at), coalesce(token_id, 0), coalesce(team_id, ''), "
+        "coalesce(route_path, ''), coalesce(model, ''), count(*), "
+        "coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), "
+        "coalesce(sum(cached_prompt_tokens), 0), coalesce(sum(reasoning_tokens), 0), "
+        "coalesce(sum(cost_pusd), 0), count(*) FILTER (WHERE cost_pusd IS NULL), "
+        "count(*) FILTER (WHERE usage_source = 'estimated'), "
+        "count(*) FILTER (WHERE usage_source = 'missing') "
+        "FROM new_rows WHERE usage_source IS NOT NULL GROUP BY 1, 2, 3, 4, 5 "
+        "ORDER BY 1, 2, 3, 4, 5 "
+        "ON CONFLICT (hour, token_id, team_id, route_path, model) "
+        f"DO UPDATE SET {cost_updates}"
+        "), spend_upsert AS ("
+        # costs.build_spend as SQL: the token (by id) and the team, per day and month.
+        "INSERT INTO usage_spend (scope, subject, period, period_start, cost_pusd, calls) "
+        "SELECT v.scope, v.subject, v.period, v.period_start, sum(new_rows.cost_pusd), count(*) "
+        "FROM new_rows JOIN input USING (event_id) CROSS JOIN LATERAL (VALUES "
+        "('token', new_rows.token_id::text, 'day', input.spend_day), "
+        "('token', new_rows.token_id::text, 'month', input.spend_month), "
+        "('team', new_rows.team_id, 'day', input.spend_day), "
+        "('team', new_rows.team_id, 'month', input.spend_month)"
+        ") AS v(scope, subject, period, period_start) "
+        "WHERE new_rows.cost_pusd IS NOT NULL AND v.subject <> '' "
+        "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4 "
+        "ON CONFLICT (scope, subject, period, period_start) DO UPDATE SET "
+        "cost_pusd = usage_spend.cost_pusd + excluded.cost_pusd, "
+        "calls = usage_spend.calls + excluded.calls"
         "), latest AS ("
         "SELECT token_id, max(used_at) AS used_at FROM new_rows WHERE token_id IS NOT NULL "
         "GROUP BY token_id"
@@ -237,12 +325,22 @@ def _ingest_sql() -> str:
     )
 
 
-async def _insert_postgres(connection: AsyncConnection, events: list[UsageEvent]) -> int:
+async def _insert_postgres(
+    connection: AsyncConnection, events: list[UsageEvent], zone: ZoneInfo
+) -> int:
     """The batch as one array per column, in one statement (`_ingest_sql`)."""
     arrays: list[list[Any]] = [
         list(column) for column in zip(*map(_event_values, events), strict=True)
     ]
     arrays[_USED_AT] = [_naive_utc(moment) for moment in arrays[_USED_AT]]
+    cutter = PeriodCutter(zone)
+    for period in ("day", "month"):
+        arrays.append(
+            [
+                None if e.cost_pusd is None else _naive_utc(cutter.start(period, e.used_at))
+                for e in events
+            ]
+        )
     result = await connection.exec_driver_sql(_INGEST_SQL, tuple(arrays))
     return int(result.scalar_one())
 
@@ -290,13 +388,27 @@ async def write_rollup(
     await connection.exec_driver_sql(_ROLLUP_SQLITE_SQL[period], rows)
 
 
-_ROLLUP_ADDITIVE = ("calls", "errors", "sum_latency_ms", "bytes_in", "bytes_out", *BUCKET_COLUMNS)
+_ROLLUP_ADDITIVE = (
+    "calls", "errors", "sum_latency_ms", "bytes_in", "bytes_out", *BUCKET_COLUMNS,
+    *LLM_ROLLUP_COLUMNS,
+)  # fmt: skip
+# RollupRow.add's LLM sums as SQL over inserted rows (the order of LLM_ROLLUP_COLUMNS).
+_LLM_MEASURES = (
+    "coalesce(sum(prompt_tokens) FILTER (WHERE usage_source IS NOT NULL), 0) AS prompt_tokens, "
+    "coalesce(sum(completion_tokens) FILTER (WHERE usage_source IS NOT NULL), 0) "
+    "AS completion_tokens, coalesce(sum(cost_pusd), 0) AS cost_pusd, "
+    "count(*) FILTER (WHERE usage_source IS NOT NULL) AS llm_calls, "
+    "count(*) FILTER (WHERE usage_source IS NOT NULL AND cost_pusd IS NULL) AS unpriced_calls, "
+    "count(*) FILTER (WHERE usage_source = 'estimated') AS estimated_calls, "
+    "count(*) FILTER (WHERE usage_source = 'missing') AS missing_calls"
+)
 _ROLLUP_ARRAY_TYPES = {
     # column: PostgreSQL array element type, in the order the rows are sent
     "token_hash": "varchar", "route_path": "varchar", "status_class": "smallint",
     "token_id": "integer", "calls": "bigint", "errors": "bigint", "sum_latency_ms": "bigint",
     "max_latency_ms": "integer", "bytes_in": "bigint", "bytes_out": "bigint",
     **{name: "bigint" for name in BUCKET_COLUMNS},
+    **{name: "bigint" for name in LLM_ROLLUP_COLUMNS},
 }  # fmt: skip
 
 
@@ -345,7 +457,7 @@ def _rollup_tuples(
     return [
         (bind_moment(start), token_hash, route_path, status_class, row.token_id, row.calls,
          row.errors, row.sum_latency_ms, row.max_latency_ms, row.bytes_in, row.bytes_out,
-         *row.buckets)
+         *row.buckets, *row.llm_values())
         for (start, token_hash, route_path, status_class), row in items
     ]  # fmt: skip
 
@@ -361,3 +473,45 @@ async def _upsert_rollup_arrays(
     await driver.execute(
         _ROLLUP_ARRAY_SQL[period], *(list(column) for column in zip(*rows, strict=True))
     )
+
+
+# -- the cost rollup and the spend ------------------------------------------------------------
+
+
+def _adding_upsert(connection: AsyncConnection, table: sa.Table, keys: tuple[str, ...]) -> Any:
+    """INSERT … ON CONFLICT (keys) DO UPDATE adding every other column to the stored value."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    insert: Any = dialect.insert(table)
+    added = [c.name for c in table.columns if c.name not in keys]
+    return insert.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={name: table.c[name] + insert.excluded[name] for name in added},
+    )
+
+
+_COST_KEYS = ("hour", "token_id", "team_id", "route_path", "model")
+_SPEND_KEYS = ("scope", "subject", "period", "period_start")
+
+
+async def write_cost_rollup(connection: AsyncConnection, rows: dict[CostKey, CostRow]) -> None:
+    """Add per-model cost rows to the stored ones, in key order (no deadlock between writers)."""
+    if not rows:
+        return
+    parameters = [
+        dict(zip(_COST_KEYS, key, strict=True))
+        | dict(zip(COST_ROLLUP_COLUMNS, row.values(), strict=True))
+        for key, row in sorted(rows.items())
+    ]
+    await connection.execute(_adding_upsert(connection, usage_cost_hourly, _COST_KEYS), parameters)
+
+
+async def add_spend(connection: AsyncConnection, spend: dict[SpendKey, list[int]]) -> None:
+    """Add {(scope, subject, period, period_start): [cost_pusd, calls]} to usage_spend (a
+    negative delta takes spend back, as a reprice may), in key order."""
+    if not spend:
+        return
+    parameters = [
+        dict(zip(_SPEND_KEYS, key, strict=True)) | {"cost_pusd": cost, "calls": calls}
+        for key, (cost, calls) in sorted(spend.items())
+    ]
+    await connection.execute(_adding_upsert(connection, usage_spend, _SPEND_KEYS), parameters)

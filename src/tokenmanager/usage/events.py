@@ -43,6 +43,20 @@ class UsageEvent:
     bytes_out: int | None = None
     failure_kind: str | None = None
     source: str = "gateway"
+    # LLM calls (issue 13). All None on a call that is not an LLM call; on an LLM call an
+    # unknown count or cost is None too, never 0.
+    team_id: str | None = None  # the token's team at call time (the team charged)
+    model: str | None = None
+    prompt_tokens: int | None = None  # all input tokens, cached ones included
+    completion_tokens: int | None = None  # all output tokens, reasoning included
+    cached_prompt_tokens: int | None = None  # the part of prompt_tokens read from a cache
+    reasoning_tokens: int | None = None  # the part of completion_tokens spent on reasoning
+    usage_source: str | None = None  # "reported" | "estimated" | "missing"; None: not an LLM
+    cost_pusd: int | None = None  # pico-dollars, fixed when recorded; None: no price or counts
+
+    @property
+    def is_llm_call(self) -> bool:
+        return self.usage_source is not None
 
     @property
     def is_error(self) -> bool:
@@ -66,6 +80,8 @@ class UsageEvent:
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> UsageEvent:
+        """The event of `to_json`'s form; files written before a field existed lack its key
+        and load with its default."""
         used_at = datetime.fromisoformat(values["used_at"])
         return cls(
             **{**values, "used_at": used_at if used_at.tzinfo else used_at.replace(tzinfo=UTC)}

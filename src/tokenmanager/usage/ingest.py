@@ -1,5 +1,7 @@
-"""Turning a usage record posted by an external gateway (the seed's body) into a UsageEvent.
-Pure; raises IngestError listing every bad field, so a batch can report each item's problems.
+"""Turning a usage record posted by an external gateway (the seed's body, plus optional LLM
+fields) into a UsageEvent. Pure; raises IngestError listing every bad field, so a batch can
+report each item's problems. An LLM call's cost is computed here, from the prices handed in
+(today's table): stored with the event, it never changes when prices do.
 """
 
 from __future__ import annotations
@@ -7,10 +9,13 @@ from __future__ import annotations
 import ipaddress
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tokenmanager.llm.models import LlmUsage, UsageSource
+from tokenmanager.pricing.models import Price, compute_cost_pusd, match_price
 from tokenmanager.usage.events import UsageEvent, uuid7
 
 SEED_FIELDS = frozenset(
@@ -19,6 +24,17 @@ SEED_FIELDS = frozenset(
         "user_agent", "request_method", "error_message", "event_id",
     }
 )  # fmt: skip
+# What an edge gateway may add for an LLM call (all optional).
+LLM_FIELDS = frozenset(
+    {
+        "model", "prompt_tokens", "completion_tokens", "cached_prompt_tokens",
+        "reasoning_tokens", "usage_source",
+    }
+)  # fmt: skip
+ACCEPTED_FIELDS = SEED_FIELDS | LLM_FIELDS
+# One call's tokens: far above any model's context, and within the INT column.
+MAX_TOKENS = 1_000_000_000
+_COUNT_FIELDS = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens")
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_RESPONSE_TIME_MS = 24 * 3600 * 1000
@@ -26,7 +42,7 @@ MAX_RESPONSE_TIME_MS = 24 * 3600 * 1000
 _MILLISECONDS_FROM = 100_000_000_000
 _HASH = re.compile(r"[0-9a-fA-F]{64}")
 _METHOD = re.compile(r"[A-Za-z]{1,10}")
-_LIMITS = {"route": 255, "user_agent": 4096, "error_message": 4096}
+_LIMITS = {"route": 255, "user_agent": 4096, "error_message": 4096, "model": 200}
 
 
 class IngestError(ValueError):
@@ -103,12 +119,51 @@ def _optional_text(problems: _Problems, record: dict[str, Any], field: str) -> s
     return value
 
 
-def parse_usage_record(record: Any, now: datetime) -> UsageEvent:
-    """The event for one posted record; IngestError naming each bad field."""
+def _llm_usage(problems: _Problems, record: dict[str, Any]) -> LlmUsage | None:
+    """The LLM fields of a record (None when it has none). Counts given without a source are
+    "reported"; a model without counts is "missing" (unknown, never 0)."""
+    if not any(record.get(name) is not None for name in LLM_FIELDS):
+        return None
+    model = _optional_text(problems, record, "model")
+    counts = {name: _optional_int(problems, record, name, 0, MAX_TOKENS) for name in _COUNT_FIELDS}
+    prompt, completion = counts["prompt_tokens"], counts["completion_tokens"]
+    cached, reasoning = counts["cached_prompt_tokens"], counts["reasoning_tokens"]
+    if cached is not None and prompt is not None and cached > prompt:
+        problems.add("cached_prompt_tokens", "must not be more than prompt_tokens")
+    if reasoning is not None and completion is not None and reasoning > completion:
+        problems.add("reasoning_tokens", "must not be more than completion_tokens")
+    has_counts = prompt is not None or completion is not None
+    raw_source = record.get("usage_source")
+    source = UsageSource.REPORTED if has_counts else UsageSource.MISSING
+    if raw_source is not None:
+        try:
+            source = UsageSource(raw_source)
+        except ValueError:
+            problems.add("usage_source", "must be reported, estimated or missing")
+        else:
+            if source is UsageSource.MISSING and has_counts:
+                problems.add("usage_source", "is missing, but token counts are given")
+            elif source is not UsageSource.MISSING and not has_counts:
+                problems.add("usage_source", f"is {source}, but no token counts are given")
+    return LlmUsage(
+        model=model,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_prompt_tokens=cached,
+        reasoning_tokens=reasoning,
+        usage_source=source,
+    )
+
+
+def parse_usage_record(
+    record: Any, now: datetime, prices: Mapping[str, Price] | None = None
+) -> UsageEvent:
+    """The event for one posted record, an LLM call's cost computed from `prices` (no prices:
+    cost unknown); IngestError naming each bad field."""
     if not isinstance(record, dict):
         raise IngestError([{"field": "body", "message": "must be a JSON object"}])
     problems = _Problems([])
-    for unknown in sorted(set(record) - SEED_FIELDS):
+    for unknown in sorted(set(record) - ACCEPTED_FIELDS):
         problems.add(unknown, "unknown field")
     token_hash = record.get("token_hash")
     if not isinstance(token_hash, str) or not _HASH.fullmatch(token_hash):
@@ -139,9 +194,21 @@ def parse_usage_record(record: Any, now: datetime) -> UsageEvent:
             event_id = str(uuid.UUID(str(event_id)))
         except ValueError:
             problems.add("event_id", "must be a UUID")
+    usage = _llm_usage(problems, record)
     if problems.items:
         raise IngestError(problems.items)
     assert isinstance(token_hash, str)
+    llm: dict[str, Any] = {}
+    if usage is not None:
+        llm = {
+            "model": usage.model,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "cached_prompt_tokens": usage.cached_prompt_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+            "usage_source": usage.usage_source.value,
+            "cost_pusd": compute_cost_pusd(match_price(usage.model, prices or {}), usage),
+        }
     return UsageEvent(
         token_hash=token_hash.lower(),
         route_path=route,
@@ -154,4 +221,5 @@ def parse_usage_record(record: Any, now: datetime) -> UsageEvent:
         request_method=method.upper() if method else None,
         error_message=error_message,
         source="ingest",
+        **llm,
     )

@@ -33,6 +33,15 @@ class RollupRow:
     bytes_in: int = 0
     bytes_out: int = 0
     buckets: list[int] = field(default_factory=lambda: [0] * len(BUCKET_COLUMNS))
+    # LLM calls: known counts and costs summed; the counts of calls whose cost or counts are
+    # unknown beside them (schema.LLM_ROLLUP_COLUMNS).
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_pusd: int = 0
+    llm_calls: int = 0
+    unpriced_calls: int = 0
+    estimated_calls: int = 0
+    missing_calls: int = 0
 
     def add(self, event: UsageEvent) -> None:
         self.token_id = self.token_id or event.token_id
@@ -45,6 +54,21 @@ class RollupRow:
             self.sum_latency_ms += latency
             self.max_latency_ms = max(self.max_latency_ms, latency)
             self.buckets[bucket_index(latency)] += 1
+        if event.usage_source is not None:
+            self.llm_calls += 1
+            self.prompt_tokens += event.prompt_tokens or 0
+            self.completion_tokens += event.completion_tokens or 0
+            self.unpriced_calls += event.cost_pusd is None
+            self.estimated_calls += event.usage_source == "estimated"
+            self.missing_calls += event.usage_source == "missing"
+        self.cost_pusd += event.cost_pusd or 0
+
+    def llm_values(self) -> tuple[int, ...]:
+        """The LLM sums, in the order of schema.LLM_ROLLUP_COLUMNS."""
+        return (
+            self.prompt_tokens, self.completion_tokens, self.cost_pusd, self.llm_calls,
+            self.unpriced_calls, self.estimated_calls, self.missing_calls,
+        )  # fmt: skip
 
     def merge(self, other: RollupRow) -> None:
         """Add another row's counts (of the same token, route and status class)."""
@@ -56,6 +80,13 @@ class RollupRow:
         self.bytes_in += other.bytes_in
         self.bytes_out += other.bytes_out
         self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.cost_pusd += other.cost_pusd
+        self.llm_calls += other.llm_calls
+        self.unpriced_calls += other.unpriced_calls
+        self.estimated_calls += other.estimated_calls
+        self.missing_calls += other.missing_calls
 
 
 def fold_event(rows: dict[RollupKey, RollupRow], event: UsageEvent, period: str) -> None:
