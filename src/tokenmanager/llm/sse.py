@@ -58,7 +58,8 @@ class SseScanner:
         self._line = bytearray()  # the current incomplete line (without holding events)
         self._raw = bytearray()  # the current event's raw bytes (holding events)
         self._line_start = 0  # where the current line starts in _raw
-        self._data: list[bytes] = []
+        # The data lines' values: copies, or (holding events) spans of _raw, not held twice.
+        self._data: list[bytes | tuple[int, int]] = []
         self._data_offset = -1  # where the only data line's value starts in _raw
         self._event_type = b""
         self._size = 0  # bytes of the current event so far
@@ -69,7 +70,8 @@ class SseScanner:
 
     @property
     def buffered_bytes(self) -> int:
-        return len(self._line) + len(self._raw) + sum(len(part) for part in self._data)
+        copies = sum(len(part) for part in self._data if isinstance(part, bytes))
+        return len(self._line) + len(self._raw) + copies
 
     def feed(self, chunk: bytes) -> bytes:
         out = bytearray()
@@ -179,14 +181,20 @@ class SseScanner:
             value_start += 1
         if field == b"data":
             self._data_offset = value_start if not self._data else -1
-            self._data.append(value)
+            if self._holds_events:
+                self._data.append((value_start, value_start + len(value)))
+            else:
+                self._data.append(value)
         elif field == b"event":
             self._event_type = value
 
     def _dispatch(self, out: bytearray) -> None:
         raw = self._raw
         if self._data:
-            data = b"\n".join(self._data)
+            data = b"\n".join(
+                part if isinstance(part, bytes) else bytes(raw[part[0] : part[1]])
+                for part in self._data
+            )
             verdict = self._handler(self._event_type, data)
         else:
             verdict = Verdict.KEEP
