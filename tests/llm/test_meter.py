@@ -179,6 +179,24 @@ def test_an_edit_that_cannot_be_checked_relays_the_event_unchanged(
     )
 
 
+@pytest.mark.parametrize(
+    ("event", "relayed"),
+    [
+        (b'{"usage":null,"id":"a","choices":[]}', b'{"id":"a","choices":[]}'),
+        (b'{"id":"a", "usage" : null , "obfuscation":"xy"}', b'{"id":"a" , "obfuscation":"xy"}'),
+        (b'{"id":"a","usage":null}', b'{"id":"a"}'),
+        (b'{"id":"a","usage":null}  ', b'{"id":"a"}  '),
+        (b'{"usage":null}', b'{"usage":null}'),  # nothing to cut it from: relayed unchanged
+    ],
+)
+def test_usage_null_is_cut_wherever_it_sits(
+    exchanges: dict[str, Exchange], event: bytes, relayed: bytes
+) -> None:
+    meter = meter_for(exchanges["chat_sse_added"])
+    assert meter.feed(b"data: " + event + b"\n\n") == b"data: " + relayed + b"\n\n"
+    assert json.loads(relayed).keys() <= json.loads(event).keys()
+
+
 def test_a_client_leaving_mid_stream_is_estimated_from_the_text_relayed(
     exchanges: dict[str, Exchange],
 ) -> None:

@@ -159,9 +159,22 @@ class ResponseMeter:
         return Verdict.KEEP
 
 
+_LAST_USAGE_NULL = b',"usage":null}'
+
+
 def _cut_usage_null(data: bytes, event: dict[str, Any]) -> Edit | None:
     """Where to cut `"usage": null` (with one neighbouring comma) out of `data` so that it
-    parses to `event` without "usage", or None when no cut checks out."""
+    parses to `event` without "usage", or None when no cut checks out.
+
+    OpenAI's own shape, `...,"usage":null}` at the very end with one "usage" in the data, needs
+    no second parse: `data` parsed as an object, so its last byte closes the top-level object,
+    the `null` before it is that object's last value and `,"usage":` its key and separator
+    (a string would end in a quote), and cutting them leaves exactly the other members.
+    Any other shape is cut only when the edited data parses back to the expected object.
+    """
+    end = len(data.rstrip(_SPACE))
+    if data.endswith(_LAST_USAGE_NULL, 0, end) and data.count(b'"usage"') == 1:
+        return end - len(_LAST_USAGE_NULL), len(_LAST_USAGE_NULL) - 1
     expected = {key: value for key, value in event.items() if key != "usage"}
     for match in _USAGE_NULL.finditer(data):
         start, end = match.start(), match.end()

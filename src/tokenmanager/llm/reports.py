@@ -21,6 +21,7 @@ _RESPONSES_TEXT_DELTAS = frozenset(
         "response.audio.transcript.delta",
     }
 )
+_OPENAI_TEXT_FIELDS = frozenset({"content", "refusal", "reasoning_content", "reasoning"})
 _ANTHROPIC_FIELDS = (
     "input_tokens",
     "output_tokens",
@@ -95,19 +96,22 @@ class UsageReader:
         text = choice.get("text")  # legacy completions
         if isinstance(text, str):
             self.output.add(text)
-        for key in ("delta", "message"):
-            message = choice.get(key)
-            if not isinstance(message, dict):
-                continue
+        message = choice.get("delta") or choice.get("message")
+        if not isinstance(message, dict):
+            return
+        for field, value in message.items():
             # reasoning_content (DeepSeek, vLLM), reasoning (OpenRouter): sent text too.
-            for field in ("content", "refusal", "reasoning_content", "reasoning"):
-                add_content(self.output, message.get(field))
-            calls = message.get("tool_calls")
-            if isinstance(calls, list):
-                for call in calls:
+            if field in _OPENAI_TEXT_FIELDS and value:
+                if isinstance(value, str):
+                    self.output.add(value)  # the common case: one content delta
+                else:
+                    add_content(self.output, value)
+            elif field == "tool_calls" and isinstance(value, list):
+                for call in value:
                     if isinstance(call, dict):
                         add_content(self.output, call.get("function"))
-            add_content(self.output, message.get("function_call"))
+            elif field == "function_call":
+                add_content(self.output, value)
 
     def _read_responses_event(self, kind: str, event: dict[str, Any]) -> None:
         if kind in _RESPONSES_TEXT_DELTAS:
@@ -153,8 +157,8 @@ class UsageReader:
             self._merge_anthropic(usage, is_final=True)
         elif isinstance(usage, dict):
             self._read_openai_usage(usage)
-        if not with_text:
-            return
+        if not with_text or self.is_complete:
+            return  # the text is only needed to estimate what was not reported
         if self.provider is Provider.ANTHROPIC:
             add_content(self.output, body.get("content"))
             return
