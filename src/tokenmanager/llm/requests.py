@@ -88,25 +88,18 @@ def _asks_for_usage(parsed: dict[str, Any]) -> bool:
 def _with_usage_option(body: bytes, parsed: dict[str, Any]) -> bytes | None:
     """The body asking for usage, or None when it cannot be rewritten safely."""
     options = parsed.get("stream_options")
-    if options is None and "stream_options" not in parsed:
-        end = len(body.rstrip())
-        if end and body[end - 1 : end] == b"}":
-            candidate = body[: end - 1] + _USAGE_OPTION + body[end - 1 :]
-            expected = {**parsed, "stream_options": {"include_usage": True}}
-            if _parses_to(candidate, expected):
-                return candidate
+    if "stream_options" not in parsed:
+        # `body` parsed as an object with members ("stream" at least), so its last non-space
+        # byte is the closing brace of that object: one more member before it is valid JSON,
+        # and no key is duplicated. No second parse needed.
+        end = len(body.rstrip(b" \t\r\n"))
+        if body[end - 1 : end] == b"}":
+            return body[: end - 1] + _USAGE_OPTION + body[end - 1 :]
     if options is not None and not isinstance(options, dict):
         return None  # not ours to fix: the upstream will answer it as it would have
     # stream_options is present (other keys, or include_usage false): serialize again.
     rewritten = {**parsed, "stream_options": {**(options or {}), "include_usage": True}}
     return json.dumps(rewritten, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _parses_to(candidate: bytes, expected: dict[str, Any]) -> bool:
-    try:
-        return bool(json.loads(candidate) == expected)
-    except ValueError:
-        return False
 
 
 def estimate_prompt_tokens(parsed: dict[str, Any]) -> int | None:
