@@ -1,6 +1,10 @@
 """The mock upstream's aiohttp application.
 
-POST /v1/chat/completions   OpenAI-shaped completion; "stream": true answers with SSE
+POST /v1/chat/completions   OpenAI chat completion, JSON or ("stream": true) SSE
+POST /v1/completions        OpenAI legacy completion, JSON or SSE
+POST /v1/embeddings         OpenAI embeddings ("dimensions" floats per input, default 8)
+POST /v1/responses          OpenAI Responses API, JSON or SSE (usage in response.completed)
+POST /v1/messages           Anthropic Messages, JSON or SSE (message_start ... message_stop)
 GET  /v1/models             a model list
 ANY  /echo/{path}           {"method", "path", "query", "headers", "body"}
 ANY  /status/{code}         that status, JSON body
@@ -11,17 +15,25 @@ GET  /hang                  never answers (timeouts)
 GET  /stall                 sends headers and one chunk, then nothing
 GET  /reset                 sends part of a body, then resets the connection
 GET  /stats                 {"open_streams"}: /stream responses still being sent (for tests)
+
+The LLM endpoints report deterministic usage (the counting rule is in `llm.py`) and honour
+body fields for tests: mock_chunks, mock_interval_ms (a long, slow stream), mock_reset_after
+(reset mid-stream), mock_ignore_include_usage (a provider that ignores stream_options),
+mock_cached_tokens, mock_cache_creation_tokens, mock_reasoning_tokens, mock_reply. With
+`stream_options.include_usage` true, OpenAI streams carry `"usage":null` on every chunk and a
+final usage-only chunk (`"choices":[]`), in compact JSON, as OpenAI sends them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
+
+from tokenmanager.mock_upstream.anthropic import messages
+from tokenmanager.mock_upstream.openai import chat_completions, completions, embeddings, responses
 
 MAX_BYTES = 4 * 1024**3
 CHUNK_BYTES = 64 * 1024
@@ -42,62 +54,6 @@ def pattern_bytes(n: int) -> bytes:
     """What /bytes/{n} sends, for byte-exact comparisons in tests."""
     full, rest = divmod(n, CHUNK_BYTES)
     return _PATTERN * full + _PATTERN[:rest]
-
-
-def _completion(model: str, content: str) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-mock",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
-    }
-
-
-async def chat_completions(request: web.Request) -> web.StreamResponse:
-    try:
-        body = await request.json()
-    except json.JSONDecodeError:
-        return web.json_response({"error": {"message": "invalid JSON"}}, status=400)
-    model = str(body.get("model", "mock-model"))
-    messages = body.get("messages") or [{"content": ""}]
-    reply = f"mock reply to: {messages[-1].get('content', '')}"
-    if not body.get("stream"):
-        return web.json_response(_completion(model, reply))
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await response.prepare(request)
-    for index, word in enumerate(reply.split(" ")):
-        chunk = {
-            "id": "chatcmpl-mock",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "delta": {"content": word if index == 0 else " " + word},
-                    "finish_reason": None,
-                }
-            ],
-        }
-        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-    final = {
-        "id": "chatcmpl-mock",
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-    }
-    await response.write(f"data: {json.dumps(final)}\n\ndata: [DONE]\n\n".encode())
-    await response.write_eof()
-    return response
 
 
 async def models(request: web.Request) -> web.Response:
@@ -207,6 +163,10 @@ def build_mock_upstream() -> web.Application:
     app = web.Application(client_max_size=64 * 1024**2)
     app[STATS] = MockStats()
     app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/v1/messages", messages)
     app.router.add_get("/v1/models", models)
     app.router.add_route("*", "/echo", echo)
     app.router.add_route("*", "/echo/{path:.*}", echo)

@@ -11,7 +11,7 @@ from decimal import Decimal
 from tokenmanager.pricing.models import Price
 from tokenmanager.pricing.money import usd_to_micro
 
-DEFAULT_PRICES_AS_OF = "2025-08-15"
+DEFAULT_PRICES_AS_OF = "2025-10-01"  # claude-sonnet-4-5 (2025-09-29) is in it
 _OPENAI_SOURCE = f"default: OpenAI list price as of {DEFAULT_PRICES_AS_OF}"
 _ANTHROPIC_SOURCE = f"default: Anthropic list price as of {DEFAULT_PRICES_AS_OF}"
 
