@@ -19,6 +19,7 @@ from tokenmanager.gateway.directory import Directory
 from tokenmanager.gateway.ratelimit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 from tokenmanager.gateway.usage_writer import UsageWriterProcess
 from tokenmanager.ingest_keys.service import IngestKeyService
+from tokenmanager.pricing.service import PriceService
 from tokenmanager.routes.service import RouteService
 from tokenmanager.security.models import parse_auto_suspend
 from tokenmanager.security.monitor import SecurityMonitor
@@ -52,6 +53,7 @@ class Services:
     recorder: UsageRecorder
     upkeep: UsageUpkeep
     security: SecurityAudit
+    prices: PriceService
     redis: Any | None = None
 
     async def close(self) -> None:
@@ -108,6 +110,7 @@ def build_services(settings: Settings) -> Services:
             rollup_days=settings.retention_rollup_days,
         ),
         security=build_security(settings, database, keyring),
+        prices=PriceService(database),
         redis=redis,
     )
 

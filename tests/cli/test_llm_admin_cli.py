@@ -48,3 +48,52 @@ def test_route_add_with_an_unknown_provider_exits_2(cli: Cli) -> None:
     assert result.returncode == 2
     assert "--provider" in message(result)
     assert cli.json("route", "list") == []
+
+
+# Prices
+
+
+def test_price_set_list_and_remove(cli: Cli) -> None:
+    price = cli.json(
+        "price", "set", "openai/gpt-4o", "--input", "2.5", "--output", "10",
+        "--cached-input", "1.25",
+    )  # fmt: skip
+    assert {k: price[k] for k in ("model", "source")} == {
+        "model": "openai/gpt-4o",
+        "source": "admin",
+    }
+    assert (
+        price["input_usd_per_mtok"],
+        price["output_usd_per_mtok"],
+        price["cached_input_usd_per_mtok"],
+    ) == ("2.5", "10", "1.25")
+
+    listed = {p["model"]: p for p in cli.json("price", "list")}
+    assert listed["openai/gpt-4o"] == price
+    assert listed["gpt-4o"]["source"].startswith("default")
+    table = cli("price", "list")
+    assert table.returncode == 0, table.stderr
+    assert "openai/gpt-4o" in table.stdout
+
+    removed = cli("price", "remove", "gpt-4o")
+    assert removed.returncode == 0, removed.stderr
+    assert "gpt-4o" not in {p["model"] for p in cli.json("price", "list")}
+    assert cli("price", "remove", "gpt-4o").returncode == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("m", "--input", "0.0000001", "--output", "1"), "input_usd_per_mtok"),
+        (("m", "--input", "1", "--output", "-2"), "output_usd_per_mtok"),
+        (("bad model", "--input", "1", "--output", "1"), "model"),
+    ],
+)
+def test_price_set_with_bad_input_exits_2_naming_it(
+    cli: Cli, args: tuple[str, ...], named: str
+) -> None:
+    result = cli("price", "set", *args)
+
+    assert result.returncode == 2
+    assert named in message(result)
+    assert "m" not in {p["model"] for p in cli.json("price", "list")}
