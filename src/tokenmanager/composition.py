@@ -29,8 +29,7 @@ from tokenmanager.gateway.ratelimit import LocalRateLimiter, RateLimiter, RedisR
 from tokenmanager.gateway.selfservice import SelfService
 from tokenmanager.gateway.usage_writer import UsageWriterProcess
 from tokenmanager.ingest_keys.service import IngestKeyService
-from tokenmanager.pricing.book import PriceBook
-from tokenmanager.pricing.defaults import DEFAULT_PRICES
+from tokenmanager.pricing.service import PriceService
 from tokenmanager.routes.service import RouteService
 from tokenmanager.security.models import parse_auto_suspend
 from tokenmanager.security.monitor import SecurityMonitor
@@ -66,7 +65,7 @@ class Services:
     recorder: UsageRecorder
     upkeep: UsageUpkeep
     security: SecurityAudit
-    prices: PriceBook
+    prices: PriceService
     redis: Any | None = None
 
     async def close(self) -> None:
@@ -123,16 +122,9 @@ def build_services(settings: Settings) -> Services:
             rollup_days=settings.retention_rollup_days,
         ),
         security=build_security(settings, database, keyring),
-        prices=build_price_book(),
+        prices=PriceService(database),
         redis=redis,
     )
-
-
-def build_price_book() -> PriceBook:
-    """Today's prices for costs computed in the control plane (ingestion, reprice): the
-    shipped defaults. (Admin prices from the `prices` table are merged over them once that
-    table exists.)"""
-    return PriceBook.of(DEFAULT_PRICES)
 
 
 def build_security(settings: Settings, database: Database, keyring: Keyring) -> SecurityAudit:

@@ -89,21 +89,15 @@ async def test_unknown_model_has_no_cost_and_a_model_alone_is_missing_counts(
 
 
 async def test_a_price_change_applies_from_then_on_and_never_rewrites_stored_costs(
-    app_client: Client, services: Services, ingest_key_secret: str
+    app_client: Client, services: Services, ingest_key_secret: str, admin: Actor
 ) -> None:
     first = await post_one(app_client, ingest_key_secret, llm_record("ab" * 32))
     assert first.status_code == 200, first.text
     await stored_rows(services)  # written at the old price
-    doubled = {
-        price.model: replace(
-            price,
-            input_micro_usd_per_mtok=price.input_micro_usd_per_mtok * 2,
-            output_micro_usd_per_mtok=price.output_micro_usd_per_mtok * 2,
-            cached_input_micro_usd_per_mtok=None,
-        )
-        for price in DEFAULT_PRICES
-    }
-    services.prices.replace(doubled)
+    # gpt-4o-mini at twice its default price (0.15 / 0.6 USD per million tokens)
+    await services.prices.set(
+        admin, "gpt-4o-mini", input_usd_per_mtok="0.3", output_usd_per_mtok="1.2"
+    )
     second = await post_one(app_client, ingest_key_secret, llm_record("ab" * 32))
     assert second.status_code == 200, second.text
 

@@ -8,7 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
-from .answers import expect_error, get_json
+from tokenmanager.composition import Services
+from tokenmanager.storage.gateway import list_route_rows
+
+from .answers import audit_entries, expect_error, get_json
 from .conftest import UPSTREAM_HOST
 
 Client = httpx.AsyncClient
@@ -246,6 +249,10 @@ async def test_update_with_non_http_upstream_url_gets_422_and_changes_nothing(
         ({"upstream_auth_value": "Bearer x\r\nX-Admin: 1"}, ["upstream_auth_value"]),
         ({"upstream_auth_query_param": "key"}, ["upstream_auth_query_param"]),
         ({"is_enabled": "maybe"}, ["is_enabled"]),
+        ({"provider": "azure"}, ["provider"]),
+        ({"provider": "OpenAI"}, ["provider"]),
+        ({"provider": ""}, ["provider"]),
+        ({"include_stream_usage": "sometimes"}, ["include_stream_usage"]),
         (
             {"path_prefix": 1, "upstream_url": None, "read_timeout_s": -1},
             ["path_prefix", "upstream_url", "read_timeout_s"],
@@ -266,6 +273,10 @@ async def test_update_with_non_http_upstream_url_gets_422_and_changes_nothing(
         "crlf-value",
         "header-and-query",
         "bad-bool",
+        "unknown-provider",
+        "provider-case",
+        "empty-provider",
+        "bad-stream-usage",
         "several",
     ],
 )
@@ -338,3 +349,82 @@ async def test_viewer_cannot_change_routes(
 
     expect_error(answer, 403)
     assert await routes_of(app_client, admin_headers) == [route]
+
+
+async def test_a_new_route_is_not_an_llm_route_and_asks_streams_for_usage(
+    route: dict[str, Any],
+) -> None:
+    assert (route["provider"], route["include_stream_usage"]) == (None, True)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_create_with_a_provider_keeps_it(
+    app_client: Client, admin_headers: Headers, provider: str
+) -> None:
+    answer = await create_route(
+        app_client, admin_headers, provider=provider, include_stream_usage=False
+    )
+
+    assert answer.status_code == 201, answer.text
+    created = answer.json()
+    assert (created["provider"], created["include_stream_usage"]) == (provider, False)
+    assert await get_json(app_client, admin_headers, f"/api/routes/{created['id']}") == created
+
+
+async def test_update_sets_changes_and_clears_the_provider_with_audit(
+    app_client: Client, admin_headers: Headers, route: dict[str, Any]
+) -> None:
+    path = f"/api/routes/{route['id']}"
+    to_openai = await app_client.patch(path, json={"provider": "openai"}, headers=admin_headers)
+    assert to_openai.status_code == 200, to_openai.text
+    assert (to_openai.json()["provider"], to_openai.json()["include_stream_usage"]) == (
+        "openai",
+        True,
+    )
+
+    no_stream_usage = await app_client.patch(
+        path, json={"include_stream_usage": False}, headers=admin_headers
+    )
+    assert (no_stream_usage.json()["provider"], no_stream_usage.json()["include_stream_usage"]) == (
+        "openai",
+        False,
+    )
+
+    # null leaves include_stream_usage as it is; provider null makes it a plain route again.
+    cleared = await app_client.patch(
+        path, json={"provider": None, "include_stream_usage": None}, headers=admin_headers
+    )
+    assert (cleared.json()["provider"], cleared.json()["include_stream_usage"]) == (None, False)
+
+    entries = await audit_entries(
+        app_client, admin_headers, action="route.update", target_id=str(route["id"])
+    )
+    assert [(e["before"]["provider"], e["after"]["provider"]) for e in entries] == [
+        ("openai", None),
+        ("openai", "openai"),
+        (None, "openai"),
+    ]
+    assert entries[1]["before"]["include_stream_usage"] is True
+    assert entries[1]["after"]["include_stream_usage"] is False
+
+
+async def test_update_with_an_unknown_provider_gets_422_and_changes_nothing(
+    app_client: Client, admin_headers: Headers, route: dict[str, Any]
+) -> None:
+    answer = await app_client.patch(
+        f"/api/routes/{route['id']}", json={"provider": "gemini"}, headers=admin_headers
+    )
+
+    expect_error(answer, 422, "provider")
+    assert await routes_of(app_client, admin_headers) == [route]
+
+
+async def test_gateway_route_rows_carry_provider_and_stream_usage(
+    app_client: Client, admin_headers: Headers, services: Services
+) -> None:
+    answer = await create_route(app_client, admin_headers, provider="anthropic")
+    assert answer.status_code == 201, answer.text
+
+    async with services.database.read() as connection:
+        rows = await list_route_rows(connection)
+    assert [(row.provider, row.include_stream_usage) for row in rows] == [("anthropic", True)]

@@ -9,6 +9,7 @@ import pytest
 
 from tokenmanager.access.actor import Actor
 from tokenmanager.composition import Services
+from tokenmanager.llm.models import Provider
 
 from .conftest import BrowserWatch, goto, open_context, sign_in
 
@@ -38,24 +39,42 @@ async def test_add_and_edit_a_route_without_ever_showing_its_credential(
     await page.fill("input[name=required_scopes]", "llm:chat, llm:embed")
     await page.fill("input[name=upstream_auth_header]", "Authorization")
     await page.fill("input[name=upstream_auth_value]", CREDENTIAL)
+    assert await page.input_value("select[name=provider]") == ""
+    assert await page.is_checked("input[name=include_stream_usage]")
+    await page.select_option("select[name=provider]", "openai")
     async with page.expect_navigation():
         await page.click("#route-form button[type=submit]")
     route = await _stored_route(services, admin, "/api/llm")
     assert page.url.endswith(f"/routes/{route.id}")
     assert route.required_scopes == ("llm:chat", "llm:embed")
     assert route.has_upstream_credential
+    assert (route.provider, route.include_stream_usage) == (Provider.OPENAI, True)
+    assert "OpenAI-compatible" in await page.locator("#route-provider").inner_text()
     assert CREDENTIAL[-12:] not in await page.content()
 
     # Editing with the credential field empty keeps the credential.
     await goto(page, f"/routes/{route.id}/edit")
     assert await page.input_value("input[name=upstream_auth_value]") == ""
+    assert await page.input_value("select[name=provider]") == "openai"
     assert CREDENTIAL[-12:] not in await page.content()
     await page.fill("input[name=upstream_url]", "http://127.0.0.1:9/v2")
+    await page.select_option("select[name=provider]", "anthropic")
+    await page.uncheck("input[name=include_stream_usage]")
     async with page.expect_navigation():
         await page.click("#route-form button[type=submit]")
     route = await _stored_route(services, admin, "/api/llm")
     assert route.upstream_url == "http://127.0.0.1:9/v2"
     assert route.has_upstream_credential
+    assert (route.provider, route.include_stream_usage) == (Provider.ANTHROPIC, False)
+
+    # Back to a plain route: "none" clears the provider; the form shows what is stored.
+    await goto(page, f"/routes/{route.id}/edit")
+    assert not await page.is_checked("input[name=include_stream_usage]")
+    await page.select_option("select[name=provider]", "")
+    async with page.expect_navigation():
+        await page.click("#route-form button[type=submit]")
+    route = await _stored_route(services, admin, "/api/llm")
+    assert route.provider is None
 
     # Bad input: the form comes back with the reason, nothing changes.
     await goto(page, f"/routes/{route.id}/edit")

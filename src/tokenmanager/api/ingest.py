@@ -97,7 +97,7 @@ async def log_usage(request: Request, _: IngestKeyDep, services: ServicesDep) ->
             422, "body is not valid JSON", fields=[{"field": "body", "message": "invalid JSON"}]
         )
     try:
-        event = parse_usage_record(record, utcnow(), services.prices.prices)
+        event = parse_usage_record(record, utcnow(), (await services.prices.current()).prices)
     except IngestError as exc:
         return error_response(422, f"invalid usage record: {exc}", fields=exc.fields)
     _record(services, event)
@@ -135,7 +135,7 @@ async def log_usage_batch(request: Request, _: IngestKeyDep, services: ServicesD
     if len(items) > settings.ingest_max_batch_items:
         raise HTTPException(413, f"at most {settings.ingest_max_batch_items} records per batch")
     now = utcnow()
-    prices = services.prices.prices  # one table for the whole batch
+    prices = (await services.prices.current()).prices  # one table for the whole batch
     accepted = 0
     errors: list[dict[str, Any]] = []
     for index, item in enumerate(items):

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from tokenmanager.api.auth import ActorDep, ServicesDep
 from tokenmanager.api.schemas import Description, StrictBody
 from tokenmanager.errors import NotFoundError
+from tokenmanager.llm.models import Provider
 from tokenmanager.routes.models import (
     DEFAULT_CONNECT_TIMEOUT_S,
     DEFAULT_READ_TIMEOUT_S,
@@ -41,6 +42,8 @@ class RouteCreate(StrictBody):
     total_timeout_s: TimeoutS = DEFAULT_TOTAL_TIMEOUT_S
     is_enabled: bool = True
     description: Description = ""
+    provider: Provider | None = None
+    include_stream_usage: bool = True
 
 
 class RouteUpdate(StrictBody):
@@ -55,6 +58,8 @@ class RouteUpdate(StrictBody):
     total_timeout_s: TimeoutS | None = None
     is_enabled: bool | None = None
     description: Description | None = None
+    provider: Provider | None = None
+    include_stream_usage: bool | None = None
 
 
 class RouteOut(BaseModel):
@@ -73,6 +78,13 @@ class RouteOut(BaseModel):
     description: str
     created_at: datetime
     updated_at: datetime
+    provider: Provider | None = Field(
+        description='"openai" (any OpenAI-compatible API), "anthropic", or null: not an LLM API'
+    )
+    include_stream_usage: bool = Field(
+        description="Add stream_options.include_usage to OpenAI-compatible streaming requests "
+        "that do not ask for usage, and strip the extra usage chunk from the reply"
+    )
 
     @classmethod
     def of(cls, route: Route) -> RouteOut:
@@ -92,6 +104,8 @@ class RouteOut(BaseModel):
             description=route.description,
             created_at=route.created_at,
             updated_at=route.updated_at,
+            provider=route.provider,
+            include_stream_usage=route.include_stream_usage,
         )
 
 
@@ -122,6 +136,7 @@ _NOT_NULLABLE = (
     "total_timeout_s",
     "is_enabled",
     "description",
+    "include_stream_usage",
 )
 
 
@@ -129,7 +144,8 @@ _NOT_NULLABLE = (
 async def update_route(
     route_id: int, body: RouteUpdate, actor: ActorDep, services: ServicesDep
 ) -> RouteOut:
-    """Partial update. `"upstream_auth_value": null` removes the credential."""
+    """Partial update. `"upstream_auth_value": null` removes the credential; `"provider": null`
+    makes the route a plain (non-LLM) route."""
     changes = body.model_dump(exclude_unset=True)
     for name in _NOT_NULLABLE:
         if name in changes and changes[name] is None:

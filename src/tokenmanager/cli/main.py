@@ -11,6 +11,7 @@ from tokenmanager import __version__
 from tokenmanager.cli import (
     demo,
     ingest_keys,
+    prices,
     routes,
     security,
     servers,
@@ -34,6 +35,7 @@ app.add_typer(routes.app, name="route")
 app.add_typer(teams.app, name="team")
 app.add_typer(users.app, name="user")
 app.add_typer(ingest_keys.app, name="ingest-key")
+app.add_typer(prices.app, name="price")
 app.add_typer(usage.app, name="usage")
 app.add_typer(usage.rollup_app, name="rollup")
 app.add_typer(security.app, name="security")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import asdict
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -35,6 +36,34 @@ AuthValueStdin = Annotated[
         "--auth-value-stdin",
         help="Read the upstream credential (e.g. 'Bearer sk-…') from standard input, "
         "so it stays out of the shell history.",
+    ),
+]
+
+
+class ProviderChoice(StrEnum):
+    """--provider's values; "none" stands for null (not an LLM API)."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    NONE = "none"
+
+    def as_provider(self) -> str | None:
+        return None if self is ProviderChoice.NONE else self.value
+
+
+ProviderOption = Annotated[
+    ProviderChoice | None,
+    typer.Option(
+        help="The LLM API family whose usage the gateway reads: openai (any OpenAI-compatible "
+        "API), anthropic, or none (not an LLM API).",
+        case_sensitive=False,
+    ),
+]
+StreamUsageOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--include-stream-usage/--no-include-stream-usage",
+        help="Ask OpenAI-compatible streams to report their usage (default on).",
     ),
 ]
 
@@ -91,6 +120,8 @@ def add(
     ] = DEFAULT_TOTAL_TIMEOUT_S,
     disabled: Annotated[bool, typer.Option("--disabled", help="Create it switched off.")] = False,
     description: Annotated[str, typer.Option(help="Free text.")] = "",
+    provider: ProviderOption = None,
+    include_stream_usage: StreamUsageOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Add a route."""
@@ -111,6 +142,8 @@ def add(
                 total_timeout_s=total_timeout_s,
                 is_enabled=not disabled,
                 description=description,
+                provider=provider.as_provider() if provider else None,
+                include_stream_usage=include_stream_usage is not False,
             )
 
     _print_route(run(body), as_json, "Added")
@@ -125,7 +158,7 @@ def list_routes(as_json: JsonOption = False) -> None:
         return
     print_table(
         f"{len(routes)} route(s)",
-        ("id", "prefix", "upstream", "scopes", "credential", "enabled"),
+        ("id", "prefix", "upstream", "scopes", "credential", "provider", "enabled"),
         (
             [
                 r.id,
@@ -133,6 +166,7 @@ def list_routes(as_json: JsonOption = False) -> None:
                 r.upstream_url,
                 r.required_scopes,
                 r.upstream_auth_value_hint or "—",
+                r.provider,
                 r.is_enabled,
             ]
             for r in routes
@@ -182,6 +216,8 @@ def update(
         bool | None, typer.Option("--enabled/--disabled", help="Switch on or off.")
     ] = None,
     description: Annotated[str | None, typer.Option(help="New description.")] = None,
+    provider: ProviderOption = None,
+    include_stream_usage: StreamUsageOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Change a route; options left out stay as they are."""
@@ -197,9 +233,12 @@ def update(
             ("total_timeout_s", total_timeout_s),
             ("is_enabled", enabled),
             ("description", description),
+            ("include_stream_usage", include_stream_usage),
         )
         if value is not None
     }
+    if provider is not None:
+        changes["provider"] = provider.as_provider()
     if scope is not None or clear_scopes:
         changes["required_scopes"] = [] if clear_scopes else scope
     if remove_auth:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from tokenmanager.llm.models import Provider
+
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_READ_TIMEOUT_S = 60.0
 DEFAULT_TOTAL_TIMEOUT_S = 300.0
@@ -42,6 +44,8 @@ class Route:
     description: str
     created_at: datetime
     updated_at: datetime
+    provider: Provider | None = None  # None: not an LLM API, the gateway parses nothing
+    include_stream_usage: bool = True  # ask OpenAI-compatible streams to report their usage
 
     @property
     def has_upstream_credential(self) -> bool:

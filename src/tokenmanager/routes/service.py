@@ -15,6 +15,7 @@ from tokenmanager.access.actor import Actor
 from tokenmanager.clock import utcnow
 from tokenmanager.crypto import Keyring
 from tokenmanager.errors import ConflictError, InvalidInputError, NotFoundError
+from tokenmanager.llm.models import Provider
 from tokenmanager.routes import validation
 from tokenmanager.routes.models import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -41,12 +42,15 @@ UPDATABLE_FIELDS = frozenset(
         "total_timeout_s",
         "is_enabled",
         "description",
+        "provider",
+        "include_stream_usage",
     }
 )
 
 
 def audit_view(route: Route) -> dict[str, Any]:
     view = asdict(route)
+    view["provider"] = route.provider.value if route.provider else None
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in view.items()}
 
 
@@ -96,6 +100,8 @@ class RouteService:
             description=row.description,
             created_at=row.created_at,
             updated_at=row.updated_at,
+            provider=Provider(row.provider) if row.provider else None,
+            include_stream_usage=row.include_stream_usage,
         )
 
     def credential_of(self, row: sa.Row[Any]) -> UpstreamCredential | None:
@@ -112,6 +118,7 @@ class RouteService:
             fields["connect_timeout_s"], fields["read_timeout_s"], fields["total_timeout_s"]
         )
         value = fields.get("upstream_auth_value")
+        provider = validation.check_provider(fields.get("provider"))
         return {
             "path_prefix": validation.check_path_prefix(fields["path_prefix"]),
             "upstream_url": validation.check_upstream_url(fields["upstream_url"]),
@@ -124,6 +131,8 @@ class RouteService:
             "total_timeout_s": float(fields["total_timeout_s"]),
             "is_enabled": bool(fields["is_enabled"]),
             "description": fields["description"],
+            "provider": provider.value if provider else None,
+            "include_stream_usage": bool(fields.get("include_stream_usage", True)),
         }
 
     async def create(
@@ -141,6 +150,8 @@ class RouteService:
         total_timeout_s: float = DEFAULT_TOTAL_TIMEOUT_S,
         is_enabled: bool = True,
         description: str = "",
+        provider: str | Provider | None = None,
+        include_stream_usage: bool = True,
     ) -> Route:
         actor.require_admin()
         values = self._checked_values(
@@ -156,6 +167,8 @@ class RouteService:
                 "total_timeout_s": total_timeout_s,
                 "is_enabled": is_enabled,
                 "description": description,
+                "provider": provider,
+                "include_stream_usage": include_stream_usage,
             }
         )
         await self._check_reachable(values["upstream_url"])

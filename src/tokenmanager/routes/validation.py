@@ -7,6 +7,7 @@ import re
 from urllib.parse import urlsplit
 
 from tokenmanager.errors import InvalidInputError
+from tokenmanager.llm.models import Provider
 from tokenmanager.routes.matching import parse_path_prefix
 from tokenmanager.routes.models import MAX_TIMEOUT_S
 from tokenmanager.tokens.scopes import parse_scopes
@@ -118,3 +119,14 @@ def check_timeouts(connect_s: float, read_s: float, total_s: float) -> None:
             raise InvalidInputError(name, f"must be more than 0 and at most {MAX_TIMEOUT_S:g}")
     if connect_s > total_s:
         raise InvalidInputError("connect_timeout_s", "must not exceed total_timeout_s")
+
+
+def check_provider(raw: str | Provider | None) -> Provider | None:
+    """ "openai", "anthropic" or None (not an LLM API)."""
+    if raw is None:
+        return None
+    try:
+        return Provider(raw)
+    except ValueError:
+        choices = ", ".join(f'"{p.value}"' for p in Provider)
+        raise InvalidInputError("provider", f"must be {choices} or null") from None

@@ -1,5 +1,5 @@
-"""SQL the gateway needs: token records by hash, the route table, imported hashes and the
-change feed. Called on cache misses and on changes, never per request."""
+"""SQL the gateway needs: token records by hash, the route table, imported hashes, the price
+table and the change feed. Called on cache misses and on changes, never per request."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tokenmanager.pricing.models import Price
+from tokenmanager.storage.prices import read_current_prices
 from tokenmanager.storage.schema import change_feed, routes, teams, tokens
 
 
@@ -56,3 +58,8 @@ async def read_changes_since(
         .limit(limit)
     )
     return list(await connection.execute(query))
+
+
+async def read_prices(connection: AsyncConnection) -> list[Price]:
+    """The prices in force now (admin prices over the shipped defaults, removals honoured)."""
+    return list((await read_current_prices(connection)).values())

@@ -38,6 +38,9 @@ teams = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("rate_limit_per_s", sa.Integer),
     sa.Column("rate_limit_per_min", sa.Integer),
+    # Spending budget in integer micro-dollars per calendar period ("day" | "month"); NULL: none.
+    sa.Column("budget_micro_usd", sa.BigInteger),
+    sa.Column("budget_period", sa.String(8)),
 )
 
 users = sa.Table(
@@ -94,6 +97,8 @@ tokens = sa.Table(
     sa.Column("is_imported", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("rate_limit_per_s", sa.Integer),
     sa.Column("rate_limit_per_min", sa.Integer),
+    sa.Column("budget_micro_usd", sa.BigInteger),
+    sa.Column("budget_period", sa.String(8)),
 )
 
 routes = sa.Table(
@@ -114,6 +119,23 @@ routes = sa.Table(
     sa.Column("description", sa.Text, nullable=False, server_default=""),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # The API family ("openai" | "anthropic") whose usage the gateway reads; NULL: not an LLM.
+    sa.Column("provider", sa.String(16)),
+    sa.Column("include_stream_usage", sa.Boolean, nullable=False, server_default=sa.true()),
+)
+
+# The admin price table as a history (migration 0008): every change appends a row, a removal
+# appends a tombstone (`is_removed`, no rates), so "what was the price at t" stays answerable.
+prices = sa.Table(
+    "prices",
+    metadata,
+    sa.Column("model", sa.String(200), primary_key=True),
+    sa.Column("effective_from", UTCDateTime, primary_key=True),
+    sa.Column("input_micro_usd_per_mtok", sa.BigInteger),
+    sa.Column("output_micro_usd_per_mtok", sa.BigInteger),
+    sa.Column("cached_input_micro_usd_per_mtok", sa.BigInteger),
+    sa.Column("is_removed", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_by", sa.String(100), nullable=False),
 )
 
 ingest_keys = sa.Table(

@@ -38,6 +38,8 @@ def route_view(route: Route) -> dict[str, Any]:
         "has_upstream_credential": route.has_upstream_credential,
         "is_enabled": route.is_enabled,
         "description": route.description,
+        "provider": route.provider.value if route.provider else None,
+        "include_stream_usage": route.include_stream_usage,
         "created_at": route.created_at.isoformat(),
         "updated_at": route.updated_at.isoformat(),
     }
@@ -88,6 +90,9 @@ def _route_fields(form: FormData, *, is_new: bool) -> dict[str, Any]:
         "upstream_auth_header": text.get("upstream_auth_header", "")[:100] or None,
         "description": text.get("description", "")[:2000],
         "is_enabled": form.get("is_enabled") == "on",
+        # An unknown value reaches the service, which names the field in its 422.
+        "provider": text.get("provider", "")[:16] or None,
+        "include_stream_usage": form.get("include_stream_usage") == "on",
     }
     credential = str(form.get("upstream_auth_value") or "")[:8192]
     if form.get("remove_credential") == "on":
@@ -119,6 +124,8 @@ def _submitted(form: FormData, route: dict[str, Any] | None) -> dict[str, Any]:
     values: dict[str, Any] = {name: str(form.get(name) or "") for name in keep}
     values["required_scopes"] = [str(form.get("required_scopes") or "")]
     values["is_enabled"] = form.get("is_enabled") == "on"
+    values["provider"] = str(form.get("provider") or "") or None
+    values["include_stream_usage"] = form.get("include_stream_usage") == "on"
     values["has_upstream_credential"] = bool(route and route["has_upstream_credential"])
     values["id"] = route["id"] if route else None
     return values
