@@ -394,3 +394,47 @@ def test_top_level_model_and_usage_are_found_at_either_end(
     for chunk in split(body.encode(), cuts):
         meter.feed(chunk)
     assert meter.result() == usage("served", 9, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    texts=st.lists(st.text(max_size=30), max_size=8),
+    obfuscation=st.none() | st.text(max_size=8),
+    ascii_only=st.booleans(),
+    newline=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    cuts=st.lists(st.integers(0, 10**6), max_size=25),
+)
+def test_any_stream_with_the_option_reaches_the_client_as_without_it(
+    texts: list[str],
+    obfuscation: str | None,
+    ascii_only: bool,
+    newline: bytes,
+    cuts: list[int],
+) -> None:
+    def event(data: dict[str, object]) -> bytes:
+        encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=ascii_only).encode()
+        return b"data: " + encoded + newline + newline
+
+    def chunk(text: str, *, asked: bool) -> bytes:
+        data: dict[str, object] = {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"content": text}}],
+        }
+        if asked:
+            data["usage"] = None
+        if obfuscation is not None:
+            data["obfuscation"] = obfuscation  # OpenAI sends it after "usage"
+        return event(data)
+
+    done = b"data: [DONE]" + newline + newline
+    plain = b"".join(chunk(text, asked=False) for text in texts) + done
+    usage_chunk = event(
+        {"id": "c", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 8}}
+    )
+    asked = b"".join(chunk(text, asked=True) for text in texts) + usage_chunk + done
+    prepared = PreparedRequest(b"{}", "m", True, True, 4)
+    meter = ResponseMeter(Provider.OPENAI, prepared, status=200, content_type="text/event-stream")
+    relayed = b"".join(meter.feed(part) for part in split(asked, cuts)) + meter.flush()
+    assert relayed == plain
+    assert meter.result() == usage("m", 3, 8)
