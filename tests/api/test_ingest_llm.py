@@ -4,7 +4,6 @@ bad counts are refused naming the field."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -12,7 +11,6 @@ import pytest
 
 from tokenmanager.access.actor import Actor
 from tokenmanager.composition import Services
-from tokenmanager.pricing.defaults import DEFAULT_PRICES
 from tokenmanager.tokens.codec import hash_token
 
 from .answers import expect_error

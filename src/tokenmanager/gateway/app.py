@@ -36,7 +36,8 @@ from tokenmanager.gateway.verification import (
     Verification,
     VerifyStatus,
 )
-from tokenmanager.llm.accounting import PreparedRequest, ResponseMeter, prepare_request
+from tokenmanager.llm.meter import ResponseMeter
+from tokenmanager.llm.requests import PreparedRequest, prepare_request
 from tokenmanager.pricing.money import format_micro_usd
 from tokenmanager.ssrf import ForbiddenUpstreamError, IPNetwork, UpstreamPolicy
 from tokenmanager.usage.events import UsageEvent
@@ -285,7 +286,8 @@ class GatewayApp:
             # The accounting reads the response: it must arrive uncompressed (any client
             # accepts identity), and the request body is read whole, then rewritten maybe.
             upstream_headers = [
-                (name, value) for name, value in upstream_headers
+                (name, value)
+                for name, value in upstream_headers
                 if name.lower() != "accept-encoding"
             ]
             upstream_headers.append(("Accept-Encoding", "identity"))
@@ -386,6 +388,7 @@ class GatewayApp:
             if has_body and route.provider is None:
                 data = request_body()
             elif has_body:
+                assert route.provider is not None
                 body = b"".join([chunk async for chunk in request_body()])
                 prepared = prepare_request(
                     route.provider,

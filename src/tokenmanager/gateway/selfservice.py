@@ -12,7 +12,7 @@ from typing import Any
 from tokenmanager.gateway.budgets import Budget, BudgetGuard
 from tokenmanager.gateway.verification import TokenRecord
 from tokenmanager.pricing.money import format_micro_usd, format_usd, micro_to_pusd
-from tokenmanager.storage import usage_summary as summary_sql
+from tokenmanager.storage import spend as summary_sql
 from tokenmanager.storage.database import Database
 
 HISTORY_DAYS = 30
@@ -27,10 +27,11 @@ class SelfService:
         clock = self._budgets.clock
         own = next((b for b in record.budgets if b.scope == "token"), None)
         team = next((b for b in record.budgets if b.scope == "team"), None)
-        period = (own or team).period if (own or team) else "month"
+        guarding = own or team
+        period = guarding.period if guarding is not None else "month"
         period_start, period_end = clock.bounds(period, now)
         today_start = clock.bounds("day", now)[0]
-        history_start = (today_start.astimezone(clock.zone) - timedelta(days=HISTORY_DAYS - 1))
+        history_start = today_start.astimezone(clock.zone) - timedelta(days=HISTORY_DAYS - 1)
         async with self._db.read() as connection:
             summary = await summary_sql.read_token_usage_summary(
                 connection,

@@ -12,8 +12,8 @@ from typing import Any
 from tokenmanager.access.actor import Actor
 from tokenmanager.clock import utcnow
 from tokenmanager.errors import InvalidInputError, NotFoundError
-from tokenmanager.pricing.changes import PriceChange, check_model_name
 from tokenmanager.pricing.book import PriceBook
+from tokenmanager.pricing.changes import PriceChange, check_model_name
 from tokenmanager.pricing.models import Price
 from tokenmanager.pricing.money import format_micro_usd, parse_usd, usd_to_micro
 from tokenmanager.storage import audit as audit_sql
