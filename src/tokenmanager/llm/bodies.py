@@ -69,10 +69,16 @@ class BodyCapture:
 _ABSENT = object()
 
 
-def _values(text: str, key: str) -> list[tuple[int, int, Any]]:
-    """(key start, value end, value) for each `"key": value` in text that parses."""
+# Each candidate costs a parse of up to 64 KiB: a body full of nested decoys is not worth more.
+_MAX_CANDIDATES = 8
+
+
+def _values(text: str, key: str, *, last: bool) -> list[tuple[int, int, Any]]:
+    """(key start, value end, value) for the first (or last) few `"key": value` in text that
+    parse."""
     found = []
-    for match in re.finditer(rf'"{key}"\s*:\s*', text):
+    matches = list(re.finditer(rf'"{key}"\s*:\s*', text))
+    for match in matches[-_MAX_CANDIDATES:] if last else matches[:_MAX_CANDIDATES]:
         try:
             value, end = _DECODER.raw_decode(text, match.end())
         except (ValueError, RecursionError):
@@ -83,7 +89,7 @@ def _values(text: str, key: str) -> list[tuple[int, int, Any]]:
 
 def _top_level_in_tail(tail: str, key: str) -> Any:
     """The last `"key": value` after which the text closes exactly one object: top level."""
-    for _start, end, value in reversed(_values(tail, key)):
+    for _start, end, value in reversed(_values(tail, key, last=True)):
         rest = tail[end:].lstrip()
         rest = rest[1:] if rest.startswith(",") else rest
         try:
@@ -97,7 +103,7 @@ def _top_level_in_tail(tail: str, key: str) -> Any:
 
 def _top_level_in_head(head: str, key: str) -> Any:
     """The first `"key": value` that, closed right after it, makes the head a JSON object."""
-    for _start, end, value in _values(head, key):
+    for _start, end, value in _values(head, key, last=False):
         try:
             whole = json.loads(head[:end] + "}")
         except (ValueError, RecursionError):
