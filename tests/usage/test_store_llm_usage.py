@@ -11,10 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import pytest
 import sqlalchemy as sa
 
-from tokenmanager.access.actor import Actor
 from tokenmanager.composition import Services
 from tokenmanager.storage import maintenance
 from tokenmanager.storage import usage as usage_sql
@@ -33,17 +31,6 @@ KOLKATA = ZoneInfo("Asia/Kolkata")  # +05:30: local days start at 18:30 UTC
 # Spans 18:30 UTC on the last day of a month: two local days and two local months.
 T0 = datetime(2030, 3, 31, 17, 0, tzinfo=UTC)
 MODELS = ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4", None]
-
-
-@pytest.fixture
-async def tokens_of_two_teams(services: Services, admin: Actor) -> list[IssuedToken]:
-    issued = []
-    for team in ("alpha", "beta"):
-        await services.teams.create(admin, team_id=team, name=team)
-        issued.append(
-            await services.tokens.issue(admin, name=f"{team}-bot", team_id=team, scopes=["llm"])
-        )
-    return issued
 
 
 def make_llm_events(issued: list[IssuedToken], count: int, seed: int = 1) -> list[UsageEvent]:
