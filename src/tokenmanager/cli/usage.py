@@ -261,8 +261,19 @@ async def write_events(
 
 def seed_record(event: UsageEvent) -> dict[str, Any]:
     """The event as an external gateway posts it (the seed's body, plus event_id so that a
-    repeated post is stored once)."""
-    return {
+    repeated post is stored once, and an LLM call's model and counts: the control plane
+    prices it)."""
+    llm: dict[str, Any] = {}
+    if event.usage_source is not None:
+        llm = {
+            "model": event.model,
+            "prompt_tokens": event.prompt_tokens,
+            "completion_tokens": event.completion_tokens,
+            "cached_prompt_tokens": event.cached_prompt_tokens,
+            "reasoning_tokens": event.reasoning_tokens,
+            "usage_source": event.usage_source,
+        }
+    return llm | {
         "event_id": event.event_id,
         "token_hash": event.token_hash,
         "route": event.route_path,
