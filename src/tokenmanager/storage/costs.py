@@ -1,5 +1,5 @@
-"""SQL for cost figures: the per-model cost rollup summed over a window by model, team, token
-or route; a token's usage summary for its own view; and spend per budget period."""
+"""SQL for cost figures: the per-model cost rollup (LLM calls only) summed over a window by
+model, team, token or route."""
 
 from __future__ import annotations
 
