@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from tokenmanager.access.actor import Actor, Role
 from tokenmanager.composition import Services
+from tokenmanager.pricing.models import Price
 from tokenmanager.storage.tokens import read_token_hashes
 from tokenmanager.storage.usage import insert_usage_events
 from tokenmanager.usage.events import UsageEvent
@@ -57,6 +58,44 @@ FORMS = (
 )
 
 
+# LLM models the cases use: (input, output, cached input) in micro-USD per million tokens, as
+# the oracle prices them by hand; None: no price. Ingestion gets the same prices under the base
+# model names, so its dated-snapshot matching is exercised too.
+LLM_MODELS: dict[str, tuple[int, int, int] | None] = {
+    "gpt-4o-mini-2024-07-18": (150_000, 600_000, 75_000),
+    "claude-3-5-haiku-20241022": (800_000, 4_000_000, 80_000),
+    "in-house-7b": None,
+}
+INGEST_PRICES = {
+    "gpt-4o-mini": Price("gpt-4o-mini", 150_000, 600_000, 75_000, None, "oracle"),
+    "claude-3-5-haiku": Price("claude-3-5-haiku", 800_000, 4_000_000, 80_000, None, "oracle"),
+}
+
+
+@dataclass(frozen=True)
+class LlmSpec:
+    model: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cached_prompt_tokens: int | None
+    reasoning_tokens: int | None
+    usage_source: str
+    cost_pusd: int | None  # the gateway's (ingestion computes its own)
+
+
+def oracle_cost(llm: LlmSpec) -> int | None:
+    """What an ingested call costs, by hand: uncached input, cached input, output."""
+    rates = LLM_MODELS.get(llm.model or "")
+    if rates is None or llm.prompt_tokens is None or llm.completion_tokens is None:
+        return None
+    cached = llm.cached_prompt_tokens or 0
+    return (
+        (llm.prompt_tokens - cached) * rates[0]
+        + cached * rates[2]
+        + llm.completion_tokens * rates[1]
+    )
+
+
 @dataclass(frozen=True)
 class EventSpec:
     number: int
@@ -72,6 +111,7 @@ class EventSpec:
     bytes_in: int | None
     bytes_out: int | None
     upper_case_hash: bool
+    llm: LlmSpec | None = None
 
     @property
     def event_id(self) -> str:
@@ -133,6 +173,20 @@ def _moments(draw: st.DrawFn) -> datetime:
 
 
 @st.composite
+def _llm_spec(draw: st.DrawFn, is_gateway: bool) -> LlmSpec:
+    source = draw(st.sampled_from(["reported", "reported", "estimated", "missing"]))
+    model = draw(st.sampled_from([*LLM_MODELS, None]))
+    if source == "missing":
+        return LlmSpec(model, None, None, None, None, source, None)
+    prompt = draw(st.integers(0, 10**6))
+    completion = draw(st.integers(0, 10**5))
+    cached = draw(st.one_of(st.none(), st.integers(0, prompt)))
+    reasoning = draw(st.one_of(st.none(), st.integers(0, completion)))
+    cost = draw(st.one_of(st.none(), st.integers(0, 10**13))) if is_gateway else None
+    return LlmSpec(model, prompt, completion, cached, reasoning, source, cost)
+
+
+@st.composite
 def _event_spec(draw: st.DrawFn, number: int) -> EventSpec:
     form = draw(st.sampled_from(FORMS))
     moment = draw(_moments())
@@ -155,6 +209,7 @@ def _event_spec(draw: st.DrawFn, number: int) -> EventSpec:
         bytes_in=draw(st.one_of(st.none(), st.integers(0, 10**6))) if is_gateway else None,
         bytes_out=draw(st.one_of(st.none(), st.integers(0, 10**9))) if is_gateway else None,
         upper_case_hash=draw(st.booleans()) and not is_gateway,
+        llm=draw(st.one_of(st.none(), _llm_spec(is_gateway))),
     )
 
 
@@ -174,7 +229,19 @@ def usage_cases(draw: st.DrawFn, max_events: int = 80) -> Case:
 def _build_event(spec: EventSpec, slots: dict[str, tuple[str, int | None]]) -> UsageEvent:
     """A fresh event each time: the insert fills in token ids on the objects it is given."""
     token_hash, token_id = slots[spec.slot]
+    llm = spec.llm
     if spec.form == "gateway":
+        llm_fields: dict[str, Any] = {}
+        if llm is not None:
+            llm_fields = {
+                "model": llm.model,
+                "prompt_tokens": llm.prompt_tokens,
+                "completion_tokens": llm.completion_tokens,
+                "cached_prompt_tokens": llm.cached_prompt_tokens,
+                "reasoning_tokens": llm.reasoning_tokens,
+                "usage_source": llm.usage_source,
+                "cost_pusd": llm.cost_pusd,
+            }
         return UsageEvent(
             token_hash=token_hash,
             route_path=spec.route_path,
@@ -188,6 +255,7 @@ def _build_event(spec: EventSpec, slots: dict[str, tuple[str, int | None]]) -> U
             bytes_in=spec.bytes_in,
             bytes_out=spec.bytes_out,
             failure_kind=spec.failure_kind,
+            **llm_fields,
         )
     timestamp: Any
     if spec.form == "ingest-naive":
@@ -208,7 +276,16 @@ def _build_event(spec: EventSpec, slots: dict[str, tuple[str, int | None]]) -> U
         "error_message": spec.error_message,
         "event_id": spec.event_id,
     }
-    return parse_usage_record(record, NOW)
+    if llm is not None:
+        record |= {
+            "model": llm.model,
+            "prompt_tokens": llm.prompt_tokens,
+            "completion_tokens": llm.completion_tokens,
+            "cached_prompt_tokens": llm.cached_prompt_tokens,
+            "reasoning_tokens": llm.reasoning_tokens,
+            "usage_source": llm.usage_source,
+        }
+    return parse_usage_record(record, NOW, INGEST_PRICES)
 
 
 async def _create_tokens(services: Services) -> tuple[dict[str, tuple[str, int | None]], Loaded]:
@@ -281,9 +358,25 @@ async def load(services: Services, case: Case, traveller: Any) -> Loaded:
                 error_message=spec.error_message,
                 bytes_in=spec.bytes_in,
                 bytes_out=spec.bytes_out,
+                **_llm_call_fields(spec),
             )
         )
     return loaded
+
+
+def _llm_call_fields(spec: EventSpec) -> dict[str, Any]:
+    llm = spec.llm
+    if llm is None:
+        return {}
+    return {
+        "model": llm.model,
+        "prompt_tokens": llm.prompt_tokens,
+        "completion_tokens": llm.completion_tokens,
+        "cached_prompt_tokens": llm.cached_prompt_tokens,
+        "reasoning_tokens": llm.reasoning_tokens,
+        "usage_source": llm.usage_source,
+        "cost_pusd": llm.cost_pusd if spec.form == "gateway" else oracle_cost(llm),
+    }
 
 
 def _spec(number: int, slot: str, moment: datetime, form: str, **fields: Any) -> EventSpec:
@@ -349,7 +442,37 @@ REGRESSION_CASE = Case(
         ),
         # Calls with no latency at all: no max latency (not 0 ms), no percentiles.
         _spec(6, "a2", NOW - timedelta(hours=2), "gateway", status=204, latency_ms=None),
+        # LLM calls: priced by ingestion through a dated snapshot, unpriced, missing counts,
+        # and a gateway call's own cost.
+        _spec(
+            7,
+            "a1",
+            NOW - timedelta(hours=3),
+            "ingest-z",
+            llm=LlmSpec("gpt-4o-mini-2024-07-18", 1200, 350, 200, None, "reported", None),
+        ),
+        _spec(
+            8,
+            "b1",
+            NOW - timedelta(hours=3),
+            "ingest-naive",
+            llm=LlmSpec("in-house-7b", 10, 5, None, None, "estimated", None),
+        ),
+        _spec(
+            9,
+            "unknown-2",
+            NOW - timedelta(hours=4),
+            "gateway",
+            llm=LlmSpec("gpt-4o-mini-2024-07-18", None, None, None, None, "missing", None),
+        ),
+        _spec(
+            10,
+            "a1",
+            NOW - timedelta(days=2),
+            "gateway",
+            llm=LlmSpec("claude-3-5-haiku-20241022", 5, 7, None, 3, "reported", 31_000_000),
+        ),
     ],
-    batches=[[0, 1, 2, 6], [3, 4, 5, 0, 2]],
+    batches=[[0, 1, 2, 6, 7, 9], [3, 4, 5, 0, 2, 8, 10, 7]],
 )
 REGRESSION_BOUNDS = (datetime(2030, 3, 4, 10, 17), datetime(2030, 3, 9, 0, 30))

@@ -5,10 +5,11 @@ rank); the service's histogram percentiles are checked to lie within that value'
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -39,6 +40,13 @@ class Call:
     error_message: str | None = None
     bytes_in: int | None = None
     bytes_out: int | None = None
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_prompt_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    usage_source: str | None = None
+    cost_pusd: int | None = None
 
     @property
     def is_error(self) -> bool:
@@ -179,3 +187,53 @@ def assert_breakdown(view: dict[str, Any], calls: Iterable[Call], where: str) ->
             f"{where} {name}"
         )
         assert len(entries) == len(expected[name]), f"{where} {name} repeats a value"
+
+
+# -- LLM usage and cost -----------------------------------------------------------------------
+
+
+def usd(pusd: int) -> str:
+    """Pico-dollars as the plain decimal string of USD."""
+    return format(Decimal(pusd).scaleb(-12).normalize(), "f")
+
+
+def llm_figures_of(calls: Iterable[Call], *, with_detail: bool = False) -> dict[str, Any]:
+    """Tokens and cost of the LLM calls among `calls`: cost None when none of them had a price
+    (there were some), else the priced ones' sum; beside it how many were unknown."""
+    llm = [c for c in calls if c.usage_source is not None]
+    priced = [c.cost_pusd for c in llm if c.cost_pusd is not None]
+    figures: dict[str, Any] = {
+        "prompt_tokens": sum(c.prompt_tokens or 0 for c in llm),
+        "completion_tokens": sum(c.completion_tokens or 0 for c in llm),
+        "cost_usd": None if llm and not priced else usd(sum(priced)),
+        "unpriced_calls": len(llm) - len(priced),
+        "estimated_calls": sum(c.usage_source == "estimated" for c in llm),
+        "missing_calls": sum(c.usage_source == "missing" for c in llm),
+    }
+    if with_detail:
+        figures["calls"] = len(llm)
+        figures["cached_prompt_tokens"] = sum(c.cached_prompt_tokens or 0 for c in llm)
+        figures["reasoning_tokens"] = sum(c.reasoning_tokens or 0 for c in llm)
+    else:
+        figures["llm_calls"] = len(llm)
+    return figures
+
+
+def assert_llm_figures(view: dict[str, Any], calls: Iterable[Call], where: str) -> None:
+    expected = llm_figures_of(calls)
+    assert {key: view[key] for key in expected} == expected, where
+
+
+def costs_by(calls: Iterable[Call], group_by: str) -> dict[Any, list[Call]]:
+    """LLM calls grouped as /api/usage/costs groups them (the team charged at call time)."""
+    key_of = {
+        "model": lambda c: c.model,
+        "team": lambda c: c.team_id,
+        "token": lambda c: c.token_id,
+        "route": lambda c: c.route_path,
+    }[group_by]
+    groups: dict[Any, list[Call]] = defaultdict(list)
+    for call in calls:
+        if call.usage_source is not None:
+            groups[key_of(call)].append(call)
+    return dict(groups)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokenmanager.analytics.figures import MEASURES, TIMED_CALLS, Totals
+from tokenmanager.analytics.figures import MEASURES, TIMED_CALLS, Totals, cost_usd
 from tokenmanager.usage.histogram import BUCKET_COLUMNS, BUCKET_UPPER_BOUNDS_MS, bucket_bounds
 
 
@@ -120,7 +120,7 @@ def test_of_reads_every_measure_and_bucket() -> None:
     values: dict[str, int | None] = {name: index + 1 for index, name in enumerate(MEASURES)}
     values |= {name: 100 + index for index, name in enumerate(BUCKET_COLUMNS)}
     totals = Totals.of(row_of(values))
-    assert [getattr(totals, name) for name in MEASURES] == [1, 2, 3, 4, 5, 6]
+    assert [getattr(totals, name) for name in MEASURES] == list(range(1, len(MEASURES) + 1))
     assert totals.buckets == [100 + index for index in range(len(BUCKET_COLUMNS))]
     assert totals.timed_calls == sum(totals.buckets)
 
@@ -173,3 +173,25 @@ def test_adding_totals_equals_totals_of_all_calls(first: list[Call], second: lis
     combined = totals_of(first)
     combined.add(totals_of(second))
     assert combined == totals_of(first + second)
+
+
+def test_cost_is_a_decimal_string_and_null_only_when_no_llm_call_was_priced() -> None:
+    assert cost_usd(0, 0, 0) == "0"  # no LLM call: nothing spent
+    assert cost_usd(1_500_000, 3, 0) == "0.0000015"
+    assert cost_usd(12_500_000_000_000, 3, 2) == "12.5"  # partial: the priced call's cost
+    assert cost_usd(0, 3, 3) is None  # LLM calls, none priced: unknown, not 0
+
+
+def test_llm_sums_add_up_and_are_summarized_with_their_unknowns() -> None:
+    first = Totals(llm_calls=2, prompt_tokens=10, completion_tokens=4, cost_pusd=7)
+    second = Totals(llm_calls=1, unpriced_calls=1, missing_calls=1)
+    first.add(second)
+    assert first.llm_summary() == {
+        "prompt_tokens": 10,
+        "completion_tokens": 4,
+        "cost_usd": "0.000000000007",
+        "llm_calls": 3,
+        "unpriced_calls": 1,
+        "estimated_calls": 0,
+        "missing_calls": 1,
+    }

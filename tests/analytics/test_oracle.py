@@ -7,8 +7,10 @@ example gets a fresh database and a fixed clock."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -43,12 +45,16 @@ from .oracle import (
     Scope,
     assert_breakdown,
     assert_latencies,
+    assert_llm_figures,
     assert_percentile,
     ceil_hour,
+    costs_by,
     figures_of,
     floor_day,
     floor_hour,
+    llm_figures_of,
     select,
+    usd,
 )
 
 MAX_HOURLY_POINTS = 31 * 24
@@ -258,6 +264,7 @@ async def check_stats(services: Services, loaded: Loaded, windows: list[Window])
                         "bytes_out": "bytes_out",
                     },
                 )
+                assert_llm_figures(overview, chosen, where)
                 used_ids = {c.token_id for c in chosen if c.token_id is not None}
                 assert overview["unique_tokens"] == len({c.token_key for c in chosen}), where
                 assert overview["active_tokens"] == len(used_ids), where
@@ -307,6 +314,18 @@ async def check_token_usage(services: Services, loaded: Loaded, windows: list[Wi
                     "success_rate": "success_rate",
                 },
             )
+            assert_llm_figures(stats, chosen, where)
+            # Each recent call with its model, counts, cost and where the counts came from.
+            assert len(own) <= 100
+            assert Counter(
+                (e["model"], e["prompt_tokens"], e["completion_tokens"], e["cost_usd"],
+                 e["usage_source"])
+                for e in answer["recent_usage"]
+            ) == Counter(
+                (c.model, c.prompt_tokens, c.completion_tokens,
+                 None if c.cost_pusd is None else usd(c.cost_pusd), c.usage_source)
+                for c in own
+            ), where  # fmt: skip
             # First and last use are over all of the token's calls, not just the window's.
             moments = sorted(c.used_at for c in own)
             assert stats["first_used"] == iso(moments[0] if moments else None), where
@@ -373,6 +392,7 @@ async def check_route_usage(services: Services, loaded: Loaded, windows: list[Wi
                         "avg_response_time": "avg_response_time",
                     },
                 )
+                assert_llm_figures(answer["stats"], chosen, where)
                 assert_token_entries(answer["token_distribution"], chosen, loaded)
                 trend_bucket = "hour" if window.hours <= MAX_HOURLY_POINTS else "day"
                 assert_series(answer["latency_trend"], chosen, window, trend_bucket)
@@ -424,3 +444,58 @@ def test_errors_equal_the_oracle_by_status_failure_kind_and_message(
     fresh_services: FreshServices, case: Case, bounds: tuple[datetime, datetime]
 ) -> None:
     run_example(fresh_services, case, bounds, check_errors)
+
+
+# -- /api/usage/costs ------------------------------------------------------------------------
+
+
+def cost_row_key(group_by: str, key: Any, loaded: Loaded) -> dict[str, Any]:
+    if group_by == "model":
+        return {"model": key}
+    if group_by == "team":
+        return {"team_id": key}
+    if group_by == "route":
+        return {"route_path": key}
+    info = loaded.tokens.get(key) if key is not None else None
+    return {
+        "token_id": key,
+        "name": info.name if info else "unknown token",
+        "team_id": info.team_id if info else None,
+    }
+
+
+def identity(row: dict[str, Any]) -> str:
+    """A cost row's group, for sorting rows the same way whatever their order."""
+    return str([row.get(key) for key in ("model", "team_id", "token_id", "route_path")])
+
+
+async def check_costs(services: Services, loaded: Loaded, windows: list[Window]) -> None:
+    for number, window in enumerate(windows):
+        for actor, team_id, scope in STATS_SCOPES if number >= 2 else STATS_SCOPES[:1]:
+            chosen = select(loaded.calls, window.since, window.until, scope)
+            for group_by in ("model", "team", "token", "route"):
+                where = f"costs {actor.name} team={team_id} {window} {group_by}"
+                answer = await services.analytics.costs(
+                    actor, window, group_by=group_by, team_id=team_id
+                )
+                assert answer["group_by"] == group_by
+                expected = [
+                    cost_row_key(group_by, key, loaded) | llm_figures_of(calls, with_detail=True)
+                    for key, calls in costs_by(chosen, group_by).items()
+                ]
+
+                assert sorted(answer["rows"], key=identity) == sorted(expected, key=identity), where
+                # Most expensive first (an unpriced group's known cost is 0).
+                spent = [Decimal(row["cost_usd"] or 0) for row in answer["rows"]]
+                assert spent == sorted(spent, reverse=True), where
+                llm = [c for c in chosen if c.usage_source is not None]
+                assert answer["totals"] == llm_figures_of(llm, with_detail=True), where
+
+
+@EXAMPLES
+@given(case=usage_cases(), bounds=explicit_bounds())
+@example(case=REGRESSION_CASE, bounds=REGRESSION_BOUNDS)
+def test_costs_equal_the_oracle_by_model_team_token_and_route(
+    fresh_services: FreshServices, case: Case, bounds: tuple[datetime, datetime]
+) -> None:
+    run_example(fresh_services, case, bounds, check_costs)

@@ -324,3 +324,62 @@ def test_rollup_rebuild_without_usage_reads_nothing(cli: Cli) -> None:
 
     assert result.returncode == 0, result.stderr
     assert "from 0 raw row(s)" in result.stdout
+
+
+# usage reprice
+
+
+async def raw_costs(services: Services) -> list[int | None]:
+    async with services.database.read() as connection:
+        query = sa.select(token_usage_logs.c.cost_pusd).order_by(token_usage_logs.c.used_at)
+        return list((await connection.execute(query)).scalars())
+
+
+async def test_usage_reprice_recomputes_costs_at_todays_prices_and_fixes_the_sums(
+    cli: Cli, services: Services, tokens: dict[str, IssuedToken]
+) -> None:
+    start = recent()
+    llm = {"usage_source": "reported", "prompt_tokens": 1000, "completion_tokens": 100}
+    await record(
+        services,
+        [
+            # Recorded at yesterday's prices (1 and 7 pico-dollars).
+            call(
+                tokens["alpha"],
+                start + timedelta(minutes=1),
+                model="gpt-4o-mini",
+                cost_pusd=1,
+                **llm,
+            ),
+            call(
+                tokens["bravo"],
+                start + timedelta(minutes=2),
+                model="no-such-model",
+                cost_pusd=7,
+                **llm,
+            ),
+            call(tokens["bravo"], start + timedelta(minutes=3)),  # not an LLM call
+        ],
+    )
+    assert await raw_costs(services) == [1, 7, None]  # recording never reprices
+
+    result = cli("usage", "reprice", "--since", (start - timedelta(hours=1)).isoformat())
+
+    assert result.returncode == 0, result.stderr
+    assert "Repriced 2 LLM call(s); the cost of 2 changed." in result.stdout
+    mini_cost_pusd = 1000 * 150_000 + 100 * 600_000  # the default gpt-4o-mini price
+    assert await raw_costs(services) == [mini_cost_pusd, None, None]
+    async with services.database.read() as connection:
+        for table in (usage_hourly, usage_daily):
+            query = sa.select(sa.func.sum(table.c.cost_pusd), sa.func.sum(table.c.unpriced_calls))
+            assert tuple((await connection.execute(query)).one()) == (mini_cost_pusd, 1)
+
+    again = cli("usage", "reprice", "--since", (start - timedelta(hours=1)).isoformat())
+    assert "the cost of 0 changed" in again.stdout
+
+
+def test_usage_reprice_needs_since_and_an_until_after_it(cli: Cli) -> None:
+    assert cli("usage", "reprice").returncode == 2
+    result = cli("usage", "reprice", "--since", "2030-01-02", "--until", "2030-01-01")
+    assert result.returncode == 2
+    assert "--until" in message(result)

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from time_machine import TimeMachineFixture
 
+from tokenmanager.usage.costs import build_cost_rollup
 from tokenmanager.usage.events import UsageEvent, uuid7
 from tokenmanager.usage.histogram import BUCKET_COLUMNS, BUCKET_UPPER_BOUNDS_MS
 from tokenmanager.usage.rollup import build_rollup, regroup
@@ -271,3 +272,43 @@ def test_rollup_latency_on_a_bound_falls_in_that_bounds_bucket() -> None:
     (row,) = rows.values()
     assert row.buckets[BUCKET_UPPER_BOUNDS_MS.index(100)] == 1
     assert row.buckets[BUCKET_UPPER_BOUNDS_MS.index(150)] == 1
+
+
+# -- LLM sums ---------------------------------------------------------------------------------
+
+_counts = st.one_of(st.none(), st.integers(min_value=0, max_value=10**6))
+
+
+@st.composite
+def llm_events(draw: st.DrawFn) -> UsageEvent:
+    event = draw(events_strategy)
+    source = draw(st.sampled_from([None, "reported", "estimated", "missing"]))
+    if source is None:
+        return event
+    event.usage_source = source
+    event.model = draw(st.sampled_from(["gpt-4o", "claude-sonnet-4", None]))
+    event.token_id = draw(st.sampled_from([None, 1, 2]))
+    event.team_id = draw(st.sampled_from([None, "a", "b"]))
+    if source != "missing":
+        event.prompt_tokens, event.completion_tokens = draw(_counts), draw(_counts)
+        event.cost_pusd = draw(st.one_of(st.none(), st.integers(min_value=0, max_value=10**15)))
+    return event
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(llm_events(), max_size=60))
+def test_llm_sums_regroup_by_day_and_agree_with_the_cost_rollup(events: list[UsageEvent]) -> None:
+    hourly = build_rollup(events, "hour")
+    assert regroup(hourly, "day") == build_rollup(events, "day")
+    costs = build_cost_rollup(events).values()
+    llm = [e for e in events if e.usage_source is not None]
+    assert sum(r.llm_calls for r in hourly.values()) == sum(r.calls for r in costs) == len(llm)
+    assert (
+        sum(r.cost_pusd for r in hourly.values())
+        == sum(r.cost_pusd for r in costs)
+        == sum(e.cost_pusd or 0 for e in llm)
+    )
+    assert sum(r.unpriced_calls for r in hourly.values()) == sum(r.unpriced_calls for r in costs)
+    assert sum(r.unpriced_calls for r in costs) == sum(e.cost_pusd is None for e in llm)
+    assert sum(r.prompt_tokens for r in hourly.values()) == sum(e.prompt_tokens or 0 for e in llm)
+    assert sum(r.missing_calls for r in costs) == sum(e.usage_source == "missing" for e in llm)

@@ -4,6 +4,7 @@ month, each equal to a plain-Python oracle over the events, and none counted twi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections import defaultdict
@@ -11,10 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import pytest
 import sqlalchemy as sa
 
-from tokenmanager.access.actor import Actor
 from tokenmanager.composition import Services
 from tokenmanager.storage import maintenance
 from tokenmanager.storage import usage as usage_sql
@@ -33,17 +32,6 @@ KOLKATA = ZoneInfo("Asia/Kolkata")  # +05:30: local days start at 18:30 UTC
 # Spans 18:30 UTC on the last day of a month: two local days and two local months.
 T0 = datetime(2030, 3, 31, 17, 0, tzinfo=UTC)
 MODELS = ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4", None]
-
-
-@pytest.fixture
-async def tokens_of_two_teams(services: Services, admin: Actor) -> list[IssuedToken]:
-    issued = []
-    for team in ("alpha", "beta"):
-        await services.teams.create(admin, team_id=team, name=team)
-        issued.append(
-            await services.tokens.issue(admin, name=f"{team}-bot", team_id=team, scopes=["llm"])
-        )
-    return issued
 
 
 def make_llm_events(issued: list[IssuedToken], count: int, seed: int = 1) -> list[UsageEvent]:
@@ -249,3 +237,21 @@ def test_a_spool_line_written_before_the_llm_fields_loads_with_them_none() -> No
     assert (event.team_id, event.model, event.prompt_tokens, event.usage_source) == (None,) * 4
     assert event.cost_pusd is None
     assert not event.is_llm_call
+
+
+async def test_concurrent_llm_batches_add_up_without_deadlock(
+    services: Services, tokens_of_two_teams: list[IssuedToken]
+) -> None:
+    """Batches written at once meet the same rollup, cost and spend rows in other orders: their
+    locks are taken in key order, so they wait for each other and add up exactly."""
+    batches = []
+    for seed in range(8):
+        batch = make_llm_events(tokens_of_two_teams, 150, seed=100 + seed)
+        random.Random(seed).shuffle(batch)
+        batches.append(batch)
+    written = await asyncio.gather(*(insert(services, copies(batch)) for batch in batches))
+    everything = [event for batch in batches for event in batch]
+    assert sum(written) == len(everything)
+    ids = {hash_token(t.token_secret): (t.token.id, t.token.team_id) for t in tokens_of_two_teams}
+    after = await stored(services)
+    assert {k: v for k, v in after.items() if k != "daily_cost"} == oracle(everything, ids)

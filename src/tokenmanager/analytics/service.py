@@ -12,11 +12,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from tokenmanager.access.actor import Actor
+from tokenmanager.analytics.costs import GROUP_BY, build_cost_rows
 from tokenmanager.analytics.figures import Totals
 from tokenmanager.analytics.windows import DAY, Window, day_starts, hour_starts
 from tokenmanager.clock import utcnow
 from tokenmanager.errors import InvalidInputError, NotFoundError
+from tokenmanager.pricing.money import format_usd
 from tokenmanager.storage import analytics as analytics_sql
+from tokenmanager.storage import costs as costs_sql
 from tokenmanager.storage import tokens as tokens_sql
 from tokenmanager.storage.analytics import UsageFilter
 from tokenmanager.storage.database import Database
@@ -114,6 +117,7 @@ class AnalyticsService:
                 "idle_tokens": len(active_ids - used_ids),
                 "bytes_in": totals.bytes_in,
                 "bytes_out": totals.bytes_out,
+                **totals.llm_summary(),
             },
             "hourly_usage": _series(window, grouped[PERIOD], bucket),
             "top_tokens": top_tokens,
@@ -220,6 +224,7 @@ class AnalyticsService:
                 "error_rate": totals.error_rate,
                 "success_rate": totals.success_rate,
                 **totals.latency_summary(),
+                **totals.llm_summary(),
             },
             "recent_usage": [_usage_entry(row) for row in recent],
             "recent_usage_page": {"limit": limit, "offset": offset, "returned": len(recent)},
@@ -260,10 +265,36 @@ class AnalyticsService:
                 "success_rate": totals.success_rate,
                 "avg_response_time": totals.avg_response_time,
                 **totals.latency_summary(),
+                **totals.llm_summary(),
             },
             "token_distribution": tokens,
             "latency_trend": _series(window, grouped[PERIOD], bucket),
             "errors": _errors_view(errors),
+        }
+
+    # -- /api/usage/costs ----------------------------------------------------------------
+
+    async def costs(
+        self, actor: Actor, window: Window, *, group_by: str, team_id: str | None = None
+    ) -> dict[str, Any]:
+        """LLM calls' tokens and cost by model, team, token or route over the window, most
+        expensive first, with the totals. Viewers see the calls charged to their teams."""
+        if group_by not in GROUP_BY:
+            raise InvalidInputError("group_by", f"must be one of {', '.join(GROUP_BY)}")
+        team_ids = self._team_scope(actor, team_id)
+        async with self._db.read() as connection:
+            grouped = await costs_sql.read_costs(connection, window, group_by, team_ids)
+            names = (
+                await analytics_sql.read_token_names(connection, [key for key, _ in grouped if key])
+                if group_by == "token"
+                else {}
+            )
+        rows, totals = build_cost_rows(group_by, grouped, names)
+        return {
+            "window": _window_view(window),
+            "group_by": group_by,
+            "rows": rows,
+            "totals": totals,
         }
 
     # -- drill-downs ---------------------------------------------------------------------
@@ -415,19 +446,32 @@ def _usage_entry(row: Any) -> dict[str, Any]:
         "failure_kind": row.failure_kind,
         "error_message": row.error_message,
         "token_id": row.token_id,
+        "model": row.model,
+        "prompt_tokens": row.prompt_tokens,
+        "completion_tokens": row.completion_tokens,
+        "cost_usd": _money(row.cost_pusd),
+        "usage_source": row.usage_source,
     }
+
+
+def _money(pusd: int | None) -> str | None:
+    return None if pusd is None else format_usd(pusd)
 
 
 RAW_FIELDS = (
     "id", "event_id", "token_hash", "token_id", "route_path", "used_at", "response_status",
     "response_time_ms", "ttfb_ms", "ip_address", "user_agent", "request_method",
-    "error_message", "bytes_in", "bytes_out", "failure_kind", "source",
+    "error_message", "bytes_in", "bytes_out", "failure_kind", "source", "team_id", "model",
+    "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens",
+    "usage_source", "cost_usd",
 )  # fmt: skip
 
 
 def _raw_record(row: Any) -> dict[str, Any]:
-    record = {name: getattr(row, name) for name in RAW_FIELDS}
+    """A raw row as exported: money as the exact decimal string in USD (null: unknown)."""
+    record = {name: getattr(row, name) for name in RAW_FIELDS if name != "cost_usd"}
     record["used_at"] = _iso(row.used_at)
+    record["cost_usd"] = _money(row.cost_pusd)
     return record
 
 

@@ -83,6 +83,25 @@ async def route_usage(
     )
 
 
+@router.get("/costs")
+async def usage_costs(
+    actor: ActorDep,
+    services: ServicesDep,
+    window: WindowName | None = None,
+    since: UTCDatetime | None = None,
+    until: UTCDatetime | None = None,
+    group_by: Literal["model", "team", "token", "route"] = "model",
+    team_id: TeamQuery = None,
+) -> dict[str, Any]:
+    """LLM calls' tokens and cost by model, team (charged at call time), token or route, most
+    expensive first, with totals (default window: 30 days). `cost_usd` is an exact decimal
+    string; null when the calls had no price. Beside it, `unpriced_calls`, `estimated_calls`
+    and `missing_calls` say how much of the figure is unknown or estimated."""
+    return await services.analytics.costs(
+        actor, _window(window, since, until, "30d"), group_by=group_by, team_id=team_id
+    )
+
+
 @router.get("/test-data")
 async def test_data(actor: ActorDep, services: ServicesDep) -> list[dict[str, Any]]:
     """The 10 latest usage records. Only in dev mode (TOKENMANAGER_MODE=dev)."""

@@ -1,4 +1,4 @@
-"""`tokenmanager usage …` (export, prune, generate) and `tokenmanager rollup rebuild`."""
+"""`tokenmanager usage …` (export, prune, reprice, generate) and `tokenmanager rollup rebuild`."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from tokenmanager.composition import Services
 from tokenmanager.security.evaluation import PLAN_KINDS, PLAN_MIN_SPAN, PlannedAnomaly
 from tokenmanager.security.models import DetectorKind
 from tokenmanager.storage import maintenance
+from tokenmanager.storage import reprice as reprice_sql
 from tokenmanager.storage.usage import insert_usage_events
 from tokenmanager.usage.events import UsageEvent
 from tokenmanager.usage.synthetic import (
@@ -158,6 +159,44 @@ def prune() -> None:
     stdout.print(f"Deleted {raw_rows} raw row(s) and {rollup_rows} rollup row(s).")
 
 
+@app.command("reprice")
+def reprice(
+    since: Annotated[
+        datetime, typer.Option(help="Start (ISO-8601, UTC if no zone): calls at or after it.")
+    ],
+    until: Annotated[datetime | None, typer.Option(help="End, exclusive (default: now).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Only calls of this model (as recorded).")
+    ] = None,
+) -> None:
+    """Recompute the cost of recorded LLM calls at today's prices, and correct the rollups,
+    cost figures and spend by the change, in chunks with a progress bar."""
+    start, end = _utc(since), _utc(until) or utcnow()
+    assert start is not None
+    if end <= start:
+        fail("--until must be after --since", EXIT_INVALID)
+
+    async def body() -> reprice_sql.RepriceResult:
+        async with open_services() as services:
+            prices = await services.prices.current()  # one table for the whole run
+            async with services.database.read() as connection:
+                total = await reprice_sql.count_llm_calls(connection, start, end, model)
+            with _progress() as progress:
+                task = progress.add_task("repricing", total=total)
+                return await reprice_sql.reprice(
+                    services.database,
+                    start,
+                    end,
+                    cost_for=prices.cost_for,
+                    zone=services.settings.zone,
+                    model=model,
+                    on_chunk=lambda calls: progress.advance(task, calls),
+                )
+
+    result = run(body)
+    stdout.print(f"Repriced {result.calls} LLM call(s); the cost of {result.changed} changed.")
+
+
 @rollup_app.command("rebuild")
 def rebuild(since: SinceOption = None, until: UntilOption = None) -> None:
     """Recompute the hourly and daily rollups from the raw rows, one UTC day at a time
@@ -211,20 +250,31 @@ class GeneratedTally:
 async def write_events(
     services: Services, batches: Iterable[Sequence[UsageEvent]], on_written: Callable[[int], None]
 ) -> int:
-    """Store events through the usage write path (raw rows, last_used, hourly and daily
-    rollups), `GENERATE_STORE_BATCH` per transaction; returns how many were new."""
+    """Store events through the usage write path (raw rows, last_used, rollups and spend),
+    `GENERATE_STORE_BATCH` per transaction; returns how many were new."""
     new = 0
     for batch in rebatch(batches, GENERATE_STORE_BATCH):
         async with services.database.write() as connection:
-            new += await insert_usage_events(connection, batch)
+            new += await insert_usage_events(connection, batch, zone=services.settings.zone)
         on_written(len(batch))
     return new
 
 
 def seed_record(event: UsageEvent) -> dict[str, Any]:
     """The event as an external gateway posts it (the seed's body, plus event_id so that a
-    repeated post is stored once)."""
-    return {
+    repeated post is stored once, and an LLM call's model and counts: the control plane
+    prices it)."""
+    llm: dict[str, Any] = {}
+    if event.usage_source is not None:
+        llm = {
+            "model": event.model,
+            "prompt_tokens": event.prompt_tokens,
+            "completion_tokens": event.completion_tokens,
+            "cached_prompt_tokens": event.cached_prompt_tokens,
+            "reasoning_tokens": event.reasoning_tokens,
+            "usage_source": event.usage_source,
+        }
+    return llm | {
         "event_id": event.event_id,
         "token_hash": event.token_hash,
         "route": event.route_path,

@@ -14,6 +14,7 @@ from tokenmanager.gateway.verification import TokenRecord
 from tokenmanager.pricing.money import format_micro_usd, format_usd, micro_to_pusd
 from tokenmanager.storage import spend as summary_sql
 from tokenmanager.storage.database import Database
+from tokenmanager.usage.costs import UsageSums
 
 HISTORY_DAYS = 30
 
@@ -33,13 +34,9 @@ class SelfService:
         today_start = clock.bounds("day", now)[0]
         history_start = today_start.astimezone(clock.zone) - timedelta(days=HISTORY_DAYS - 1)
         async with self._db.read() as connection:
+            names = await summary_sql.read_token_names(connection, record.token_id)
             summary = await summary_sql.read_token_usage_summary(
-                connection,
-                record.token_id,
-                period_start=period_start,
-                period_end=period_end,
-                days_start=history_start,
-                zone=clock.zone,
+                connection, record.token_id, period_start, history_start, clock.zone, until=now
             )
         spent = await self._budgets.ledger.spent_pusd(
             [(b.scope, b.subject, b.period, clock.bounds(b.period, now)[0]) for b in record.budgets]
@@ -48,38 +45,36 @@ class SelfService:
             budget.scope: value for budget, value in zip(record.budgets, spent, strict=True)
         }
         return {
-            "token": {"id": record.token_id, "name": summary.token_name},
-            "team": {"id": record.team_id, "name": summary.team_name},
+            "token": {"id": record.token_id, "name": names[0]},
+            "team": {"id": record.team_id, "name": names[1]},
             "period": {
                 "kind": period,
                 "start": period_start.astimezone(clock.zone).isoformat(),
                 "end": period_end.astimezone(clock.zone).isoformat(),
                 "timezone": clock.zone.key,
             },
-            "calls": summary.period.calls,
-            "errors": summary.period.errors,
-            "prompt_tokens": summary.period.prompt_tokens,
-            "completion_tokens": summary.period.completion_tokens,
-            "cost_usd": _usd(summary.period.cost_pusd),
+            **_figures(summary.period),
             "unpriced_calls": summary.period.unpriced_calls,
             **_budget_fields("budget", own, spent_by_scope.get("token")),
             **_budget_fields("team_budget", team, spent_by_scope.get("team")),
             "days": [
-                {
-                    "date": day.date.isoformat(),
-                    "calls": day.calls,
-                    "errors": day.errors,
-                    "prompt_tokens": day.prompt_tokens,
-                    "completion_tokens": day.completion_tokens,
-                    "cost_usd": _usd(day.cost_pusd),
-                }
-                for day in summary.days
+                {"date": start.astimezone(clock.zone).date().isoformat(), **_figures(sums)}
+                for start, sums in summary.days
             ],
         }
 
 
-def _usd(pusd: int | None) -> str | None:
-    return None if pusd is None else format_usd(pusd)
+def _figures(sums: UsageSums) -> dict[str, Any]:
+    """Calls, tokens and cost; the cost is null when every LLM call had no price (unknown,
+    not free)."""
+    is_unknown = sums.llm_calls > 0 and sums.unpriced_calls == sums.llm_calls
+    return {
+        "calls": sums.calls,
+        "errors": sums.errors,
+        "prompt_tokens": sums.prompt_tokens,
+        "completion_tokens": sums.completion_tokens,
+        "cost_usd": None if is_unknown else format_usd(sums.cost_pusd),
+    }
 
 
 def _budget_fields(prefix: str, budget: Budget | None, spent_pusd: int | None) -> dict[str, Any]:

@@ -15,13 +15,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tokenmanager.analytics.figures import TIMED_CALLS, Totals
+from tokenmanager.analytics.figures import LLM_MEASURES, TIMED_CALLS, Totals
 from tokenmanager.analytics.windows import Window, split_by_day
 from tokenmanager.storage.schema import token_usage_logs, tokens, usage_daily, usage_hourly
 from tokenmanager.usage.histogram import BUCKET_COLUMNS
 
 _KEY_COLUMNS = ("token_hash", "token_id", "route_path", "status_class")
-_COUNTED = ("calls", "errors", "sum_latency_ms", "bytes_in", "bytes_out")
+_COUNTED = ("calls", "errors", "sum_latency_ms", "bytes_in", "bytes_out", *LLM_MEASURES)
 _SUMMED = (*_COUNTED, *BUCKET_COLUMNS)
 # UsageEvent.is_error, as the rollup counts errors; the partial error indexes use the same.
 # 400 is written into the SQL, not bound: a prepared statement's generic plan (which asyncpg's
@@ -82,8 +82,8 @@ def rollup_source(window: Window, where: UsageFilter, *, hourly_only: bool = Fal
 
 
 def _measures(source: Any, *, with_histogram: bool) -> list[Any]:
-    """The summed measures of `source`'s rows; with the histogram its latency buckets too (36
-    of the 42 sums), else only their total, `timed_calls`."""
+    """The summed measures of `source`'s rows; with the histogram its latency buckets too (30
+    of the sums), else only their total, `timed_calls`."""
 
     # PostgreSQL sums bigints into numeric, which reaches Python as Decimal: cast back, so
     # the driver decodes plain integers (a tenth of the time for a few hundred groups).
@@ -120,7 +120,7 @@ async def read_groupings(
     would put a whole day on one hour); the others read the daily rollup for whole days. Each
     source is read once for all its groupings: the dashboard's figures cost one or two scans
     instead of one per figure. A scan whose groupings are all in `counts_only` leaves out the
-    latency histogram, 36 of the 42 sums (their `Totals` have no percentiles).
+    latency histogram, 30 of the 49 sums (their `Totals` have no percentiles).
     """
     days, _ = split_by_day(window)
     if days is None:  # no whole day: both sources are the hourly rows, one scan does

@@ -150,10 +150,11 @@ async def stream_raw_events(
     )
     result = await connection.stream(query)
     async for row in result:
-        yield _event_of(row)
+        yield event_of(row)
 
 
-def _event_of(row: Any) -> UsageEvent:
+def event_of(row: Any) -> UsageEvent:
+    """A raw usage row as the event it was recorded from."""
     return UsageEvent(
         token_hash=row.token_hash,
         route_path=row.route_path,

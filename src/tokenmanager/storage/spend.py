@@ -1,141 +1,133 @@
-"""SQL over spend and a token's own usage: what the gateway's budget checks and its
-self-service endpoint read. Never per proxied call: budgets are polled, self-service is asked."""
+"""SQL for spend and a token's own usage: the spend per budget period the gateway checks
+budgets against, and the summary a token holder reads with the token itself. Both read
+precomputed rows (usage_spend, the hourly rollup), never a month of raw rows."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import bisect
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import Any
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tokenmanager.storage.schema import teams, tokens, usage_hourly, usage_spend
-from tokenmanager.usage.costs import SpendKey
+from tokenmanager.calendar import local_day_starts
+from tokenmanager.clock import utcnow
+from tokenmanager.storage.maintenance import event_of
+from tokenmanager.storage.schema import teams, token_usage_logs, tokens, usage_hourly, usage_spend
+from tokenmanager.usage.costs import SpendKey, TokenUsageSummary, UsageSums
+from tokenmanager.usage.rollup import hour_of
+
+HOUR = timedelta(hours=1)
 
 
 async def read_spend(connection: AsyncConnection, keys: Sequence[SpendKey]) -> dict[SpendKey, int]:
-    """The spend in pico-dollars of each key that has any (absent keys have spent nothing)."""
+    """Spend in pico-dollars of each (scope, subject, period, period_start) key: 0 for a
+    period without a costed call (nothing spent is known, not unknown)."""
+    spent: dict[SpendKey, int] = dict.fromkeys(keys, 0)
     if not keys:
-        return {}
-    wanted = sa.tuple_(
-        usage_spend.c.scope, usage_spend.c.subject, usage_spend.c.period, usage_spend.c.period_start
-    ).in_([tuple(key) for key in keys])
+        return spent
+    table = usage_spend
     query = sa.select(
-        usage_spend.c.scope,
-        usage_spend.c.subject,
-        usage_spend.c.period,
-        usage_spend.c.period_start,
-        usage_spend.c.cost_pusd,
-    ).where(wanted)
-    return {
-        (row.scope, row.subject, row.period, row.period_start): int(row.cost_pusd)
-        for row in await connection.execute(query)
-    }
+        table.c.scope, table.c.subject, table.c.period, table.c.period_start, table.c.cost_pusd
+    ).where(
+        sa.or_(
+            *(
+                sa.and_(
+                    table.c.scope == scope,
+                    table.c.subject == subject,
+                    table.c.period == period,
+                    table.c.period_start == start,
+                )
+                for scope, subject, period, start in keys
+            )
+        )
+    )
+    for row in await connection.execute(query):
+        spent[(row.scope, row.subject, row.period, row.period_start)] = int(row.cost_pusd)
+    return spent
 
 
-@dataclass(slots=True)
-class UsageFigures:
-    """Calls and LLM usage over some hours. `cost_pusd` is None when every LLM call in them
-    had no price (unknown, not free); `unpriced_calls` says how many were left out of it."""
+async def _sums_between(
+    connection: AsyncConnection, token_id: int, boundaries: list[datetime], until: datetime
+) -> list[UsageSums]:
+    """The token's sums in [b0, b1), [b1, b2), … [bn, until): from the hourly rollup for the
+    hours wholly inside one span, from the raw rows for the hours a boundary cuts (a +05:30
+    day starts at :30)."""
+    sums = [UsageSums() for _ in boundaries]
+    if not boundaries:
+        return sums
+    first_hour = hour_of(boundaries[0])
 
-    calls: int = 0
-    errors: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    priced_cost_pusd: int = 0
-    llm_calls: int = 0
-    unpriced_calls: int = 0
+    def span_of(moment: datetime) -> int:
+        return bisect.bisect_right(boundaries, moment) - 1
 
-    @property
-    def cost_pusd(self) -> int | None:
-        if self.llm_calls and self.unpriced_calls == self.llm_calls:
-            return None
-        return self.priced_cost_pusd
-
-    def add(self, row: Any) -> None:
-        self.calls += int(row.calls)
-        self.errors += int(row.errors)
-        self.prompt_tokens += int(row.prompt_tokens)
-        self.completion_tokens += int(row.completion_tokens)
-        self.priced_cost_pusd += int(row.cost_pusd)
-        self.llm_calls += int(row.llm_calls)
-        self.unpriced_calls += int(row.unpriced_calls)
-
-
-@dataclass(slots=True)
-class DayFigures(UsageFigures):
-    date: date = field(default=date.min)
-
-
-@dataclass(slots=True)
-class TokenUsageSummary:
-    token_name: str
-    team_name: str
-    period: UsageFigures
-    days: list[DayFigures]
+    cut_hours: set[datetime] = set()
+    table = usage_hourly
+    rows = await connection.execute(
+        sa.select(
+            table.c.hour, table.c.calls, table.c.errors, table.c.prompt_tokens,
+            table.c.completion_tokens, table.c.cost_pusd, table.c.llm_calls,
+            table.c.unpriced_calls,
+        ).where(table.c.token_id == token_id, table.c.hour >= first_hour, table.c.hour < until)
+    )  # fmt: skip
+    for row in rows:
+        start = row.hour
+        index = span_of(start)
+        end_index = span_of(min(start + HOUR, until) - timedelta(microseconds=1))
+        if index != end_index or index < 0:
+            cut_hours.add(start)
+            continue
+        target = sums[index]
+        target.calls += row.calls
+        target.errors += row.errors
+        target.prompt_tokens += row.prompt_tokens
+        target.completion_tokens += row.completion_tokens
+        target.cost_pusd += row.cost_pusd
+        target.llm_calls += row.llm_calls
+        target.unpriced_calls += row.unpriced_calls
+    for hour in sorted(cut_hours):
+        raw = await connection.execute(
+            token_usage_logs.select().where(
+                token_usage_logs.c.token_id == token_id,
+                token_usage_logs.c.used_at >= hour,
+                token_usage_logs.c.used_at < hour + HOUR,
+            )
+        )
+        for row in raw:
+            index = span_of(row.used_at)
+            if index >= 0 and row.used_at < until:
+                sums[index].add_event(event_of(row))
+    return sums
 
 
 async def read_token_usage_summary(
     connection: AsyncConnection,
     token_id: int,
-    *,
     period_start: datetime,
-    period_end: datetime,
     days_start: datetime,
     zone: ZoneInfo,
+    *,
+    until: datetime | None = None,
 ) -> TokenUsageSummary:
-    """One token's figures for [period_start, period_end) and per local day since
-    `days_start`, from the hourly rollup. An hour counts in the period (and local day) its
-    start falls in: exact in whole-hour zones; in half-hour zones (+05:30) the half hour at each
-    local midnight counts on the side where its hour began."""
-    names = (
-        await connection.execute(
-            sa.select(tokens.c.name, teams.c.name.label("team_name"))
-            .join(teams, teams.c.id == tokens.c.team_id)
-            .where(tokens.c.id == token_id)
-        )
-    ).one()
-    start = min(period_start, days_start)
+    """The token's calls, errors, tokens and cost since `period_start` (its budget period's
+    start), and per local day of `zone` from the day holding `days_start` until `until`
+    (default: now). A boundary inside an hour reads that hour's raw rows: once retention has
+    deleted them, their calls are missing from the figure."""
+    end = until or utcnow()
+    [period] = await _sums_between(connection, token_id, [period_start], end)
+    starts = local_day_starts(days_start, end, zone)
+    days = await _sums_between(connection, token_id, starts, end)
+    return TokenUsageSummary(period=period, days=list(zip(starts, days, strict=True)))
+
+
+async def read_token_names(connection: AsyncConnection, token_id: int) -> tuple[str, str]:
+    """(token name, team name) of an existing token."""
     query = (
-        sa.select(
-            usage_hourly.c.hour,
-            *(
-                sa.func.sum(usage_hourly.c[column]).label(column)
-                for column in (
-                    "calls",
-                    "errors",
-                    "prompt_tokens",
-                    "completion_tokens",
-                    "cost_pusd",
-                    "llm_calls",
-                    "unpriced_calls",
-                )
-            ),
-        )
-        .where(usage_hourly.c.token_id == token_id, usage_hourly.c.hour >= _hour_floor(start))
-        .group_by(usage_hourly.c.hour)
+        sa.select(tokens.c.name, teams.c.name.label("team_name"))
+        .join(teams, teams.c.id == tokens.c.team_id)
+        .where(tokens.c.id == token_id)
     )
-    period = UsageFigures()
-    by_day: dict[date, DayFigures] = defaultdict(DayFigures)
-    for row in await connection.execute(query):
-        if _hour_floor(period_start) <= row.hour < period_end:
-            period.add(row)
-        if row.hour >= _hour_floor(days_start):
-            by_day[row.hour.astimezone(zone).date()].add(row)
-    first_day = days_start.astimezone(zone).date()
-    last_day = max([first_day, *by_day])
-    days = []
-    for ordinal in range(first_day.toordinal(), last_day.toordinal() + 1):
-        day = date.fromordinal(ordinal)
-        figures = by_day.get(day, DayFigures())
-        figures.date = day
-        days.append(figures)
-    return TokenUsageSummary(names.name, names.team_name, period, days)
-
-
-def _hour_floor(moment: datetime) -> datetime:
-    return moment.replace(minute=0, second=0, microsecond=0)
+    row = (await connection.execute(query)).one()
+    return row.name, row.team_name

@@ -52,6 +52,14 @@ _EVENT_COLUMNS = (
     "reasoning_tokens", "usage_source", "cost_pusd",
 )  # fmt: skip
 _event_values = operator.attrgetter(*_EVENT_COLUMNS)
+# A batch without LLM calls writes these only (the LLM columns keep their NULL default).
+_PLAIN_COLUMNS = _EVENT_COLUMNS[: _EVENT_COLUMNS.index("team_id") + 1]
+_plain_values = operator.attrgetter(*_PLAIN_COLUMNS)
+_LLM_ONLY = operator.attrgetter(*_EVENT_COLUMNS[len(_PLAIN_COLUMNS) :])
+
+
+def _has_llm_values(event: UsageEvent) -> bool:
+    return any(value is not None for value in _LLM_ONLY(event))
 
 
 async def _resolve_token_ids(connection: AsyncConnection, events: Sequence[UsageEvent]) -> None:
@@ -210,7 +218,7 @@ def _rollup_conflict(table: str, period: str) -> str:
     )
 
 
-def _ingest_sql() -> str:
+def _ingest_sql(*, llm: bool) -> str:
     """One statement for a whole batch on PostgreSQL: insert the rows (column arrays, unnest)
     whose event_id is new, add exactly those rows to the hourly and daily rollups, move
     tokens.last_used forward, and return how many rows were new.
@@ -221,11 +229,16 @@ def _ingest_sql() -> str:
     one round trip. Rollup rows are written, and the tokens whose last_used moves are locked,
     in key order (ORDER BY), so concurrent writers (the recorder runs several) take their locks
     in one order and cannot deadlock.
+
+    With `llm`, the statement also writes the LLM columns, their rollup sums, the per-model
+    cost rollup and the spend; a batch without any LLM call takes the statement without them
+    (the columns' defaults), which costs what the write path cost before LLM usage existed.
     """
-    columns = ", ".join(_EVENT_COLUMNS)
+    names = _EVENT_COLUMNS if llm else _PLAIN_COLUMNS
+    columns = ", ".join(names)
     arrays = ", ".join(
         f"${index}::{_array_type(token_usage_logs.c[name])}"
-        for index, name in enumerate(_EVENT_COLUMNS, start=1)
+        for index, name in enumerate(names, start=1)
     )
     # UsageEvent.status_class and .is_error
     status_class = (
@@ -239,39 +252,47 @@ def _ingest_sql() -> str:
         f"count(*) FILTER (WHERE {_bucket_condition(index)}) AS {name}"
         for index, name in enumerate(BUCKET_COLUMNS)
     )
+    llm_rollup = f", {', '.join(LLM_ROLLUP_COLUMNS)}" if llm else ""
     rollup_columns = (
         "token_hash, route_path, status_class, token_id, calls, errors, sum_latency_ms, "
-        f"max_latency_ms, bytes_in, bytes_out, {', '.join(BUCKET_COLUMNS)}, "
-        f"{', '.join(LLM_ROLLUP_COLUMNS)}"
+        f"max_latency_ms, bytes_in, bytes_out, {', '.join(BUCKET_COLUMNS)}{llm_rollup}"
     )
     bucket_sums = ", ".join(f"sum({name})" for name in BUCKET_COLUMNS)
-    count = len(_EVENT_COLUMNS)
-    spend_arrays = f"${count + 1}::timestamp[], ${count + 2}::timestamp[]"
-    llm_sums = ", ".join(f"sum({name})" for name in LLM_ROLLUP_COLUMNS)
-    cost_columns = ", ".join(COST_ROLLUP_COLUMNS)
-    cost_updates = ", ".join(
-        f"{c} = usage_cost_hourly.{c} + excluded.{c}" for c in COST_ROLLUP_COLUMNS
+    returning = (
+        "RETURNING token_hash, token_id, route_path, used_at, response_status, "
+        "response_time_ms, error_message, bytes_in, bytes_out, failure_kind"
     )
+    if llm:
+        count = len(names)
+        spend_arrays = f"${count + 1}::timestamp[], ${count + 2}::timestamp[]"
+        rows = (
+            # The batch's arrays as rows, with the local day and month each costed call is
+            # charged to (computed in Python by tokenmanager.calendar: one definition).
+            f"WITH input AS (SELECT * FROM unnest({arrays}, {spend_arrays}) "  # noqa: S608 - fixed names
+            f"AS t({columns}, spend_day, spend_month)), new_rows AS ("
+            f"INSERT INTO token_usage_logs ({columns}) SELECT {columns} FROM input "
+            f"ON CONFLICT (event_id) DO NOTHING {returning}, event_id, team_id, model, "
+            "prompt_tokens, completion_tokens, cached_prompt_tokens, reasoning_tokens, "
+            "usage_source, cost_pusd)"
+        )
+        llm_measures = f", {_LLM_MEASURES}"
+        llm_sums = ", " + ", ".join(f"sum({name})" for name in LLM_ROLLUP_COLUMNS)
+    else:
+        rows = (
+            "WITH new_rows AS ("  # noqa: S608 - fixed names
+            f"INSERT INTO token_usage_logs ({columns}) SELECT * FROM unnest({arrays}) "
+            f"ON CONFLICT (event_id) DO NOTHING {returning})"
+        )
+        llm_measures = llm_sums = ""
     return (
-        # The batch's arrays as rows, with the local day and month each costed call is
-        # charged to (computed in Python by tokenmanager.calendar: one definition of periods).
-        "WITH input AS ("  # noqa: S608 - fixed names
-        f"SELECT * FROM unnest({arrays}, {spend_arrays}) AS t({columns}, spend_day, spend_month)"
-        "), new_rows AS ("
-        f"INSERT INTO token_usage_logs ({columns}) SELECT {columns} FROM input "
-        "ON CONFLICT (event_id) DO NOTHING "
-        "RETURNING event_id, token_hash, token_id, route_path, used_at, response_status, "
-        "response_time_ms, error_message, bytes_in, bytes_out, failure_kind, team_id, model, "
-        "prompt_tokens, completion_tokens, cached_prompt_tokens, reasoning_tokens, "
-        "usage_source, cost_pusd"
-        "), hourly AS ("
+        f"{rows}, hourly AS ("  # noqa: S608 - fixed names
         "SELECT date_trunc('hour', used_at) AS hour, token_hash, "
         f"coalesce(route_path, '') AS route_path, {status_class} AS status_class, "
         f"max(token_id) AS token_id, count(*) AS calls, count(*) FILTER (WHERE {is_error}) "
         "AS errors, coalesce(sum(response_time_ms), 0) AS sum_latency_ms, "
         "coalesce(max(response_time_ms), 0) AS max_latency_ms, "
         "coalesce(sum(bytes_in), 0) AS bytes_in, coalesce(sum(bytes_out), 0) AS bytes_out, "
-        f"{buckets}, {_LLM_MEASURES} FROM new_rows GROUP BY 1, 2, 3, 4"
+        f"{buckets}{llm_measures} FROM new_rows GROUP BY 1, 2, 3, 4"
         "), hourly_upsert AS ("
         f"INSERT INTO usage_hourly (hour, {rollup_columns}) "
         f"SELECT hour, {rollup_columns} FROM hourly ORDER BY 1, 2, 3, 4 "
@@ -280,10 +301,30 @@ def _ingest_sql() -> str:
         f"INSERT INTO usage_daily (day, {rollup_columns}) "
         "SELECT date_trunc('day', hour), token_hash, route_path, status_class, max(token_id), "
         "sum(calls), sum(errors), sum(sum_latency_ms), max(max_latency_ms), sum(bytes_in), "
-        f"sum(bytes_out), {bucket_sums}, {llm_sums} FROM hourly GROUP BY 1, 2, 3, 4 "
+        f"sum(bytes_out), {bucket_sums}{llm_sums} FROM hourly GROUP BY 1, 2, 3, 4 "
         f"ORDER BY 1, 2, 3, 4 {_rollup_conflict('usage_daily', 'day')}"
-        "), cost_upsert AS ("
-        # RollupRow/CostRow.add as SQL: LLM calls only, '' and 0 for unknown keys.
+        f"){_cost_and_spend_sql() if llm else ''}, latest AS ("
+        "SELECT token_id, max(used_at) AS used_at FROM new_rows WHERE token_id IS NOT NULL "
+        "GROUP BY token_id"
+        "), moved AS ("
+        "SELECT tokens.id, latest.used_at FROM tokens JOIN latest ON tokens.id = latest.token_id "
+        "WHERE tokens.last_used IS NULL OR tokens.last_used < latest.used_at "
+        "ORDER BY tokens.id FOR NO KEY UPDATE OF tokens"
+        "), last_used AS ("
+        "UPDATE tokens SET last_used = moved.used_at FROM moved WHERE tokens.id = moved.id"
+        ") SELECT count(*) FROM new_rows"
+    )
+
+
+def _cost_and_spend_sql() -> str:
+    """The CTEs adding new LLM rows to usage_cost_hourly and usage_spend, in key order."""
+    cost_columns = ", ".join(COST_ROLLUP_COLUMNS)
+    cost_updates = ", ".join(
+        f"{c} = usage_cost_hourly.{c} + excluded.{c}" for c in COST_ROLLUP_COLUMNS
+    )
+    return (
+        ", cost_upsert AS ("  # noqa: S608 - fixed names
+        # CostRow.add as SQL: LLM calls only, '' and 0 for unknown keys.
         "INSERT INTO usage_cost_hourly (hour, token_id, team_id, route_path, model, "
         f"{cost_columns}) "
         "SELECT date_trunc('hour', used_at), coalesce(token_id, 0), coalesce(team_id, ''), "
@@ -312,16 +353,7 @@ def _ingest_sql() -> str:
         "ON CONFLICT (scope, subject, period, period_start) DO UPDATE SET "
         "cost_pusd = usage_spend.cost_pusd + excluded.cost_pusd, "
         "calls = usage_spend.calls + excluded.calls"
-        "), latest AS ("
-        "SELECT token_id, max(used_at) AS used_at FROM new_rows WHERE token_id IS NOT NULL "
-        "GROUP BY token_id"
-        "), moved AS ("
-        "SELECT tokens.id, latest.used_at FROM tokens JOIN latest ON tokens.id = latest.token_id "
-        "WHERE tokens.last_used IS NULL OR tokens.last_used < latest.used_at "
-        "ORDER BY tokens.id FOR NO KEY UPDATE OF tokens"
-        "), last_used AS ("
-        "UPDATE tokens SET last_used = moved.used_at FROM moved WHERE tokens.id = moved.id"
-        ") SELECT count(*) FROM new_rows"
+        ")"
     )
 
 
@@ -329,10 +361,13 @@ async def _insert_postgres(
     connection: AsyncConnection, events: list[UsageEvent], zone: ZoneInfo
 ) -> int:
     """The batch as one array per column, in one statement (`_ingest_sql`)."""
-    arrays: list[list[Any]] = [
-        list(column) for column in zip(*map(_event_values, events), strict=True)
-    ]
+    has_llm = any(map(_has_llm_values, events))
+    values = _event_values if has_llm else _plain_values
+    arrays: list[list[Any]] = [list(column) for column in zip(*map(values, events), strict=True)]
     arrays[_USED_AT] = [_naive_utc(moment) for moment in arrays[_USED_AT]]
+    if not has_llm:
+        result = await connection.exec_driver_sql(_INGEST_SQL_PLAIN, tuple(arrays))
+        return int(result.scalar_one())
     cutter = PeriodCutter(zone)
     for period in ("day", "month"):
         arrays.append(
@@ -439,7 +474,8 @@ def _rollup_sqlite_sql(table: sa.Table, period: str) -> str:
     )
 
 
-_INGEST_SQL = _ingest_sql()
+_INGEST_SQL = _ingest_sql(llm=True)
+_INGEST_SQL_PLAIN = _ingest_sql(llm=False)
 _ROLLUP_ARRAY_SQL = {
     "hour": _rollup_array_sql(usage_hourly, "hour"),
     "day": _rollup_array_sql(usage_daily, "day"),

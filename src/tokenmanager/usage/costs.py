@@ -126,3 +126,36 @@ def build_spend(events: Iterable[UsageEvent], zone: ZoneInfo) -> dict[SpendKey, 
                 entry[0] += event.cost_pusd
                 entry[1] += 1
     return spend
+
+
+@dataclass(slots=True)
+class UsageSums:
+    """A token's calls over a span: errors, known tokens and cost, and how many LLM calls had
+    no price (their cost is not in `cost_pusd`)."""
+
+    calls: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_pusd: int = 0
+    llm_calls: int = 0
+    unpriced_calls: int = 0
+
+    def add_event(self, event: UsageEvent) -> None:
+        self.calls += 1
+        self.errors += event.is_error
+        if event.usage_source is not None:
+            self.llm_calls += 1
+            self.prompt_tokens += event.prompt_tokens or 0
+            self.completion_tokens += event.completion_tokens or 0
+            self.unpriced_calls += event.cost_pusd is None
+        self.cost_pusd += event.cost_pusd or 0
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsageSummary:
+    """A token's own view: the current budget period's sums, and one entry per local day
+    (its start in UTC, oldest first, days without calls included)."""
+
+    period: UsageSums
+    days: list[tuple[datetime, UsageSums]]
