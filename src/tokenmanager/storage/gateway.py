@@ -15,7 +15,7 @@ from tokenmanager.storage.schema import change_feed, routes, teams, tokens
 
 async def read_token_by_hash(connection: AsyncConnection, token_hash: str) -> Any:
     """The token whose current or previous (rotated) hash is `token_hash`, with its team's
-    rate limits, or None."""
+    rate limits and budgets (micro-dollars per "day" | "month"; NULL: none), or None."""
     query = (
         sa.select(
             tokens.c.id,
@@ -30,6 +30,10 @@ async def read_token_by_hash(connection: AsyncConnection, token_hash: str) -> An
             tokens.c.rate_limit_per_min,
             teams.c.rate_limit_per_s.label("team_rate_limit_per_s"),
             teams.c.rate_limit_per_min.label("team_rate_limit_per_min"),
+            tokens.c.budget_micro_usd,
+            tokens.c.budget_period,
+            teams.c.budget_micro_usd.label("team_budget_micro_usd"),
+            teams.c.budget_period.label("team_budget_period"),
         )
         .join(teams, teams.c.id == tokens.c.team_id)
         .where(
