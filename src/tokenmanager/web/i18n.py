@@ -171,6 +171,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "kind_grace_secret_use": ("Old secret used during grace period", "寬限期內使用舊密鑰"),
     "kind_expired_token_use": ("Expired token presented", "使用已過期的權杖"),
     "kind_revoked_token_use": ("Revoked token presented", "使用已撤銷的權杖"),
+    "kind_budget_threshold": ("Budget threshold reached", "已達預算門檻"),
     "first_seen": ("First seen", "首次發現"),
     "last_seen": ("Last seen", "最後發現"),
     "status_changed_by": ("Status set by", "狀態變更者"),
