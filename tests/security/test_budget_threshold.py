@@ -16,6 +16,7 @@ from tokenmanager.composition import Services
 from tokenmanager.security.detectors import BudgetedSubject, detect_budget_thresholds
 from tokenmanager.security.models import DetectorKind, Severity, Thresholds
 from tokenmanager.storage import spend as spend_sql
+from tokenmanager.web.security import evidence_chart
 
 from .conftest import Receiver, all_findings
 
@@ -247,3 +248,12 @@ async def test_a_budget_finding_reaches_the_webhook(
         "team-a",
     )
     assert (finding["evidence"]["spend_usd"], finding["evidence"]["budget_usd"]) == ("45", "50")
+
+
+def test_the_security_page_charts_spend_against_the_threshold() -> None:
+    [observation] = detect(9 * PUSD_PER_USD)
+
+    assert evidence_chart(observation.evidence) == [
+        {"key": "spent_percent", "value": 90},
+        {"key": "threshold_percent", "value": 80},
+    ]

@@ -184,6 +184,8 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "evidence_baseline_error_rate": ("baseline error rate", "基準錯誤率"),
     "evidence_p95_ms": ("p95 ms", "p95 毫秒"),
     "evidence_baseline_p95_ms": ("baseline p95 ms", "基準 p95 毫秒"),
+    "evidence_spent_percent": ("% of budget spent", "已用預算 %"),
+    "evidence_threshold_percent": ("threshold %", "門檻 %"),
     "acknowledge": ("Acknowledge", "確認"),
     "resolve": ("Resolve", "解決"),
 }
