@@ -49,8 +49,12 @@ from tokenmanager.access.actor import Actor, Role
 from tokenmanager.clock import utcnow
 from tokenmanager.composition import Services, build_services
 from tokenmanager.security.detectors import floor_time
-from tokenmanager.security.evaluation import SyntheticToken, build_scenario, store_events
-from tokenmanager.security.models import DetectorKind
+from tokenmanager.security.evaluation import (
+    ANOMALY_KINDS,
+    SyntheticToken,
+    build_scenario,
+    store_events,
+)
 from tokenmanager.security.monitor import CURSOR, SecurityMonitor
 from tokenmanager.storage import migrate
 from tokenmanager.storage import security as security_sql
@@ -82,7 +86,7 @@ async def _load(services: Services, rows: int) -> tuple[datetime, dict[str, Any]
         issued = await services.tokens.issue(admin, name=f"bench {index}", team_id="bench")
         tokens.append(SyntheticToken(issued.token.id, codec.hash_token(issued.token_secret)))
     started = time.perf_counter()
-    scenario = build_scenario(tokens, end=utcnow(), days=30, inject=set(DetectorKind))
+    scenario = build_scenario(tokens, end=utcnow(), days=30, inject=set(ANOMALY_KINDS))
     generated_s = time.perf_counter() - started
     started = time.perf_counter()
     await store_events(services.database, scenario.events)

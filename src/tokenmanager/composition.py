@@ -18,9 +18,7 @@ from tokenmanager.errors import ConfigurationError
 from tokenmanager.gateway.app import GatewayApp
 from tokenmanager.gateway.budgets import (
     BudgetGuard,
-    PeriodClock,
     RedisLedger,
-    SpendKey,
     SpendLedger,
     StoreLedger,
 )
@@ -42,6 +40,7 @@ from tokenmanager.storage.database import Database
 from tokenmanager.storage.usage import write_usage_batch
 from tokenmanager.teams.service import TeamService
 from tokenmanager.tokens.service import TokenService
+from tokenmanager.usage.costs import PeriodCutter, SpendKey
 from tokenmanager.usage.events import UsageEvent
 from tokenmanager.usage.recorder import UsageRecorder, WriteBatch
 from tokenmanager.usage.spool import Spool
@@ -130,7 +129,9 @@ def build_services(settings: Settings) -> Services:
 def build_security(settings: Settings, database: Database, keyring: Keyring) -> SecurityAudit:
     """The detectors, findings and alerts; webhook URLs pass the same SSRF guard as routes."""
     return SecurityAudit(
-        monitor=SecurityMonitor(database, max_rows=settings.security_detect_max_rows),
+        monitor=SecurityMonitor(
+            database, max_rows=settings.security_detect_max_rows, zone=settings.zone
+        ),
         findings=FindingService(
             database, auto_suspend=parse_auto_suspend(settings.security_auto_suspend)
         ),
@@ -192,7 +193,7 @@ def build_budget_guard(settings: Settings, database: Database, redis: Any | None
 
     store = StoreLedger(read_spend, poll_interval_s=settings.change_poll_interval_s)
     ledger: SpendLedger = RedisLedger(redis, store, read_spend) if redis is not None else store
-    return BudgetGuard(ledger, PeriodClock(settings.zone))
+    return BudgetGuard(ledger, PeriodCutter(settings.zone))
 
 
 def build_gateway_app(

@@ -97,3 +97,61 @@ def test_price_set_with_bad_input_exits_2_naming_it(
     assert result.returncode == 2
     assert named in message(result)
     assert "m" not in {p["model"] for p in cli.json("price", "list")}
+
+
+# Budgets
+
+
+def test_token_issue_and_update_set_and_remove_a_budget(cli: Cli, team: str) -> None:
+    issued = cli.json("token", "issue", "--name", "batch", "--team", team, "--budget-usd", "5")
+    assert (issued["budget_usd"], issued["budget_period"]) == ("5", "month")
+    assert "budget_micro_usd" not in issued
+    token_id = str(issued["id"])
+
+    updated = cli.json(
+        "token", "update", token_id, "--budget-usd", "0.25", "--budget-period", "day"
+    )
+    assert (updated["budget_usd"], updated["budget_period"]) == ("0.25", "day")
+
+    cleared = cli.json("token", "update", token_id, "--no-budget")
+    assert (cleared["budget_usd"], cleared["budget_period"]) == (None, None)
+    shown = cli.json("token", "show", token_id)
+    assert (shown["budget_usd"], shown["budget_period"]) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--budget-usd", "0.0000001"), "budget_usd"),
+        (("--budget-usd", "-3"), "budget_usd"),
+        (("--budget-period", "day"), "budget_period"),
+        (("--budget-usd", "1", "--budget-period", "week"), "--budget-period"),
+    ],
+)
+def test_token_issue_with_a_bad_budget_exits_2(
+    cli: Cli, team: str, args: tuple[str, ...], named: str
+) -> None:
+    result = cli("token", "issue", "--name", "batch", "--team", team, *args)
+
+    assert result.returncode == 2
+    assert named in message(result)
+    assert cli.json("token", "list") == []
+
+
+def test_team_create_and_update_set_and_remove_a_budget(cli: Cli) -> None:
+    created = cli.json(
+        "team", "create", TEAM, "--name", "Backend", "--budget-usd", "500",
+        "--budget-period", "month",
+    )  # fmt: skip
+    assert (created["budget_usd"], created["budget_period"]) == ("500", "month")
+
+    updated = cli.json("team", "update", TEAM, "--budget-period", "day")
+    assert (updated["budget_usd"], updated["budget_period"]) == ("500", "day")
+    assert cli.json("team", "list")[0]["budget_usd"] == "500"
+
+    cleared = cli.json("team", "update", TEAM, "--no-budget")
+    assert (cleared["budget_usd"], cleared["budget_period"]) == (None, None)
+
+    conflicting = cli("team", "update", TEAM, "--no-budget", "--budget-usd", "3")
+    assert conflicting.returncode == 2
+    assert "--no-budget" in message(conflicting)

@@ -13,14 +13,13 @@ import pytest
 
 from tokenmanager.changes import build_redis
 from tokenmanager.gateway.budgets import (
-    Budget,
     BudgetGuard,
-    PeriodClock,
+    GuardedBudget,
     RedisLedger,
-    SpendKey,
     StoreLedger,
     spend_keys,
 )
+from tokenmanager.usage.costs import PeriodCutter, SpendKey
 from tokenmanager.usage.events import UsageEvent
 
 REDIS_URL = os.environ.get("TOKENMANAGER_TEST_REDIS_URL")
@@ -42,7 +41,7 @@ class FakeStore:
             raise ConnectionError("store down")
         return {key: self.spend[key] for key in keys if key in self.spend}
 
-    def write(self, event: UsageEvent, clock: PeriodClock) -> None:
+    def write(self, event: UsageEvent, clock: PeriodCutter) -> None:
         """What a recorder's batch write does to usage_spend for one event."""
         assert event.token_id is not None
         assert event.cost_pusd is not None
@@ -57,8 +56,8 @@ def call(cost_pusd: int, *, token_id: int = 7, team_id: str = "team-a") -> Usage
 
 
 @pytest.fixture
-def clock() -> PeriodClock:
-    return PeriodClock(ZoneInfo("Asia/Taipei"))
+def clock() -> PeriodCutter:
+    return PeriodCutter(ZoneInfo("Asia/Taipei"))
 
 
 @pytest.fixture
@@ -67,13 +66,14 @@ def store() -> FakeStore:
 
 
 @pytest.fixture
-def guard(store: FakeStore, clock: PeriodClock) -> BudgetGuard:
+def guard(store: FakeStore, clock: PeriodCutter) -> BudgetGuard:
     ledger = StoreLedger(store.read, poll_interval_s=3600)  # polled by hand below
     return BudgetGuard(ledger, clock)
 
 
-TOKEN_BUDGET = Budget("token", "7", limit_micro_usd=1_000_000, period="day")  # 1 USD a day
-TEAM_BUDGET = Budget("team", "team-a", limit_micro_usd=5_000_000, period="month")
+# 1 USD a day
+TOKEN_BUDGET = GuardedBudget("token", "7", limit_micro_usd=1_000_000, period="day")
+TEAM_BUDGET = GuardedBudget("team", "team-a", limit_micro_usd=5_000_000, period="month")
 
 
 async def test_a_budget_not_yet_spent_lets_the_call_through(guard: BudgetGuard) -> None:
@@ -81,7 +81,7 @@ async def test_a_budget_not_yet_spent_lets_the_call_through(guard: BudgetGuard) 
 
 
 async def test_the_store_spend_reaching_the_limit_refuses_with_the_local_period_end(
-    guard: BudgetGuard, store: FakeStore, clock: PeriodClock
+    guard: BudgetGuard, store: FakeStore, clock: PeriodCutter
 ) -> None:
     store.write(call(DOLLAR_PUSD), clock)
     exceeded = await guard.check((TOKEN_BUDGET,), NOW)
@@ -92,7 +92,7 @@ async def test_the_store_spend_reaching_the_limit_refuses_with_the_local_period_
 
 
 async def test_own_calls_count_before_they_are_written_and_once_after(
-    guard: BudgetGuard, store: FakeStore, clock: PeriodClock
+    guard: BudgetGuard, store: FakeStore, clock: PeriodCutter
 ) -> None:
     assert await guard.check((TOKEN_BUDGET,), NOW) is None  # the key is now guarded
     event = call(DOLLAR_PUSD // 2)
@@ -110,7 +110,7 @@ async def test_own_calls_count_before_they_are_written_and_once_after(
 
 
 async def test_a_call_written_during_a_poll_is_never_counted_short(
-    store: FakeStore, clock: PeriodClock
+    store: FakeStore, clock: PeriodCutter
 ) -> None:
     ledger = StoreLedger(store.read, poll_interval_s=3600)
     key = ("token", "7", "day", clock.bounds("day", NOW)[0])
@@ -127,7 +127,7 @@ async def test_a_call_written_during_a_poll_is_never_counted_short(
 
 
 async def test_settling_an_unknown_or_replayed_event_changes_nothing(
-    store: FakeStore, clock: PeriodClock
+    store: FakeStore, clock: PeriodCutter
 ) -> None:
     ledger = StoreLedger(store.read, poll_interval_s=3600)
     key = ("token", "7", "day", clock.bounds("day", NOW)[0])
@@ -140,7 +140,7 @@ async def test_settling_an_unknown_or_replayed_event_changes_nothing(
 
 
 async def test_an_unreadable_store_lets_calls_through_and_keeps_the_last_known_spend(
-    guard: BudgetGuard, store: FakeStore, clock: PeriodClock
+    guard: BudgetGuard, store: FakeStore, clock: PeriodCutter
 ) -> None:
     store.is_down = True
     assert await guard.check((TOKEN_BUDGET,), NOW) is None  # never read: calls go through
@@ -155,7 +155,7 @@ async def test_an_unreadable_store_lets_calls_through_and_keeps_the_last_known_s
 
 
 async def test_a_new_period_starts_from_zero(
-    guard: BudgetGuard, store: FakeStore, clock: PeriodClock
+    guard: BudgetGuard, store: FakeStore, clock: PeriodCutter
 ) -> None:
     store.write(call(DOLLAR_PUSD), clock)
     assert await guard.check((TOKEN_BUDGET,), NOW) is not None
@@ -189,7 +189,7 @@ async def redis_ledgers(store: FakeStore) -> AsyncIterator[tuple[RedisLedger, Re
 
 
 async def test_redis_shares_one_processes_spend_with_another(
-    redis_ledgers: tuple[RedisLedger, RedisLedger], store: FakeStore, clock: PeriodClock
+    redis_ledgers: tuple[RedisLedger, RedisLedger], store: FakeStore, clock: PeriodCutter
 ) -> None:
     first, second = redis_ledgers
     subject = uuid.uuid4().hex  # a fresh counter in a shared Redis
@@ -204,7 +204,7 @@ async def test_redis_shares_one_processes_spend_with_another(
 
 
 async def test_redis_counts_a_cost_not_yet_flushed_in_its_own_process(
-    redis_ledgers: tuple[RedisLedger, RedisLedger], clock: PeriodClock
+    redis_ledgers: tuple[RedisLedger, RedisLedger], clock: PeriodCutter
 ) -> None:
     first, _ = redis_ledgers
     key = ("team", uuid.uuid4().hex, "month", clock.bounds("month", NOW)[0])

@@ -9,12 +9,12 @@ from tokenmanager.access.actor import Actor
 from tokenmanager.clock import utcnow
 from tokenmanager.composition import Services
 from tokenmanager.security.evaluation import (
+    ANOMALY_KINDS,
     SyntheticToken,
     build_scenario,
     score,
     store_events,
 )
-from tokenmanager.security.models import DetectorKind
 from tokenmanager.security.monitor import SecurityMonitor
 
 from .conftest import all_findings
@@ -45,9 +45,9 @@ async def test_every_detector_finds_its_injected_anomalies_with_precision_and_re
     services: Services, admin: Actor, synthetic_tokens: list[SyntheticToken]
 ) -> None:
     scenario = build_scenario(
-        synthetic_tokens, end=utcnow(), days=30, seed=11, inject=set(DetectorKind)
+        synthetic_tokens, end=utcnow(), days=30, seed=11, inject=set(ANOMALY_KINDS)
     )
-    assert {label.kind for label in scenario.labels} == set(DetectorKind)
+    assert {label.kind for label in scenario.labels} == set(ANOMALY_KINDS)
     await store_events(services.database, scenario.events)
     for token_id in scenario.tokens_to_rotate:
         await services.tokens.rotate(admin, token_id)

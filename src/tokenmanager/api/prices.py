@@ -5,35 +5,22 @@ tokens; input takes a JSON number or such a string, with at most 6 decimals."""
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, Field
 
 from tokenmanager.api.auth import ActorDep, ServicesDep
-from tokenmanager.api.schemas import StrictBody
+from tokenmanager.api.schemas import StrictBody, UsdAmount, usd_text
 from tokenmanager.errors import InvalidInputError
 from tokenmanager.pricing.models import Price
-from tokenmanager.pricing.money import format_micro_usd, parse_usd
+from tokenmanager.pricing.money import format_micro_usd
 from tokenmanager.pricing.service import checked_model
 
 router = APIRouter(prefix="/api/prices", tags=["prices"])
 
 
-def _usd(value: Any) -> Decimal:
-    return parse_usd(value)  # ValueError: pydantic turns it into a 422 naming the field
-
-
-UsdPerMtok = Annotated[
-    Decimal,
-    BeforeValidator(_usd),
-    Field(
-        description="USD per million tokens: a number or a decimal string, at most 6 decimals, "
-        "0 to 1000000",
-        examples=["2.5"],
-    ),
-]
+UsdPerMtok = Annotated[UsdAmount, Field(description="USD per million tokens", examples=["2.5"])]
 
 
 class PriceIn(StrictBody):
@@ -54,12 +41,11 @@ class PriceOut(BaseModel):
 
     @classmethod
     def of(cls, price: Price) -> PriceOut:
-        cached = price.cached_input_micro_usd_per_mtok
         return cls(
             model=price.model,
             input_usd_per_mtok=format_micro_usd(price.input_micro_usd_per_mtok),
             output_usd_per_mtok=format_micro_usd(price.output_micro_usd_per_mtok),
-            cached_input_usd_per_mtok=format_micro_usd(cached) if cached is not None else None,
+            cached_input_usd_per_mtok=usd_text(price.cached_input_micro_usd_per_mtok),
             source=price.source,
             effective_from=price.effective_from,
         )

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from tokenmanager.api.auth import ActorDep, ServicesDep
-from tokenmanager.api.schemas import Description, Name, StrictBody
+from tokenmanager.api.schemas import Description, Name, StrictBody, UsdAmount, usd_text
+from tokenmanager.budgets.models import BudgetPeriod
 from tokenmanager.errors import NotFoundError
 from tokenmanager.teams.models import Team
 
@@ -25,6 +26,12 @@ class TeamCreate(StrictBody):
     description: Description = ""
     rate_limit_per_s: RateLimit | None = None
     rate_limit_per_min: RateLimit | None = None
+    budget_usd: UsdAmount | None = Field(
+        default=None, description="Spending budget per budget_period; null: none"
+    )
+    budget_period: BudgetPeriod | None = Field(
+        default=None, description='"day" or "month" (calendar); "month" when left out'
+    )
 
 
 class TeamUpdate(StrictBody):
@@ -32,6 +39,10 @@ class TeamUpdate(StrictBody):
     description: Description | None = None
     rate_limit_per_s: RateLimit | None = None
     rate_limit_per_min: RateLimit | None = None
+    budget_usd: UsdAmount | None = Field(
+        default=None, description="New budget; null removes the budget"
+    )
+    budget_period: BudgetPeriod | None = None
 
 
 class TeamOut(BaseModel):
@@ -41,6 +52,8 @@ class TeamOut(BaseModel):
     created_at: datetime
     rate_limit_per_s: int | None
     rate_limit_per_min: int | None
+    budget_usd: str | None = Field(description="Exact decimal in USD; null: no budget")
+    budget_period: BudgetPeriod | None
 
     @classmethod
     def of(cls, team: Team) -> TeamOut:
@@ -51,6 +64,8 @@ class TeamOut(BaseModel):
             created_at=team.created_at,
             rate_limit_per_s=team.rate_limit_per_s,
             rate_limit_per_min=team.rate_limit_per_min,
+            budget_usd=usd_text(team.budget_micro_usd),
+            budget_period=BudgetPeriod(team.budget_period) if team.budget_period else None,
         )
 
 
@@ -63,6 +78,8 @@ async def create_team(body: TeamCreate, actor: ActorDep, services: ServicesDep) 
         description=body.description,
         rate_limit_per_s=body.rate_limit_per_s,
         rate_limit_per_min=body.rate_limit_per_min,
+        budget_usd=body.budget_usd,
+        budget_period=body.budget_period,
     )
     return TeamOut.of(team)
 

@@ -10,7 +10,15 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from tokenmanager.api.auth import ActorDep, ServicesDep
-from tokenmanager.api.schemas import Description, Name, StrictBody, UTCDatetime
+from tokenmanager.api.schemas import (
+    Description,
+    Name,
+    StrictBody,
+    UsdAmount,
+    UTCDatetime,
+    usd_text,
+)
+from tokenmanager.budgets.models import BudgetPeriod
 from tokenmanager.clock import utcnow
 from tokenmanager.errors import NotFoundError
 from tokenmanager.tokens.models import IssuedToken, Token, TokenState
@@ -31,6 +39,12 @@ class TokenCreate(StrictBody):
     expires_at: UTCDatetime | None = None
     rate_limit_per_s: RateLimit | None = None
     rate_limit_per_min: RateLimit | None = None
+    budget_usd: UsdAmount | None = Field(
+        default=None, description="Spending budget per budget_period; null: none"
+    )
+    budget_period: BudgetPeriod | None = Field(
+        default=None, description='"day" or "month" (calendar); "month" when left out'
+    )
 
 
 class TokenUpdate(StrictBody):
@@ -42,6 +56,10 @@ class TokenUpdate(StrictBody):
     expires_at: UTCDatetime | None = None
     rate_limit_per_s: RateLimit | None = None
     rate_limit_per_min: RateLimit | None = None
+    budget_usd: UsdAmount | None = Field(
+        default=None, description="New budget; null removes the budget"
+    )
+    budget_period: BudgetPeriod | None = None
 
 
 class TokenRotate(StrictBody):
@@ -66,6 +84,8 @@ class TokenOut(BaseModel):
     is_imported: bool
     rate_limit_per_s: int | None
     rate_limit_per_min: int | None
+    budget_usd: str | None = Field(description="Exact decimal in USD; null: no budget")
+    budget_period: BudgetPeriod | None
 
     @classmethod
     def of(cls, token: Token) -> TokenOut:
@@ -91,6 +111,8 @@ class TokenOut(BaseModel):
             is_imported=token.is_imported,
             rate_limit_per_s=token.rate_limit_per_s,
             rate_limit_per_min=token.rate_limit_per_min,
+            budget_usd=usd_text(token.budget_micro_usd),
+            budget_period=BudgetPeriod(token.budget_period) if token.budget_period else None,
         )
 
 
@@ -116,6 +138,8 @@ async def issue_token(body: TokenCreate, actor: ActorDep, services: ServicesDep)
         expires_at=body.expires_at,
         rate_limit_per_s=body.rate_limit_per_s,
         rate_limit_per_min=body.rate_limit_per_min,
+        budget_usd=body.budget_usd,
+        budget_period=body.budget_period,
     )
     return IssuedTokenOut.of_issued(issued)
 

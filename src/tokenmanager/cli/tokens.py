@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import typer
 
 from tokenmanager.access.actor import cli_actor
+from tokenmanager.cli.budgets import (
+    BudgetPeriodOption,
+    BudgetUsdOption,
+    NoBudgetOption,
+    budget_changes,
+    budget_json,
+)
 from tokenmanager.cli.context import open_services, read_one, run_on_services
 from tokenmanager.cli.output import (
     EXIT_INVALID,
@@ -74,7 +80,7 @@ def _token_row(token: Token) -> list[Any]:
 
 
 def _token_json(token: Token) -> dict[str, Any]:
-    return {**asdict(token), "state": token.state_at(utcnow()).value}
+    return {**budget_json(token), "state": token.state_at(utcnow()).value}
 
 
 def _print_issued(issued: IssuedToken, as_json: bool, verb: str) -> None:
@@ -97,6 +103,8 @@ def issue(
     expires_at: ExpiresOption = None,
     rate_limit_per_s: PerSecondOption = None,
     rate_limit_per_min: PerMinuteOption = None,
+    budget_usd: BudgetUsdOption = None,
+    budget_period: BudgetPeriodOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Issue a new token and print its secret once."""
@@ -112,6 +120,8 @@ def issue(
                 expires_at=parse_expiry(expires_at),
                 rate_limit_per_s=rate_limit_per_s,
                 rate_limit_per_min=rate_limit_per_min,
+                budget_usd=budget_usd,
+                budget_period=budget_period,
             )
 
     _print_issued(run(body), as_json, "Issued")
@@ -172,10 +182,13 @@ def update(
     no_rate_limit: Annotated[
         bool, typer.Option("--no-rate-limit", help="Remove the token's own rate limits.")
     ] = False,
+    budget_usd: BudgetUsdOption = None,
+    budget_period: BudgetPeriodOption = None,
+    no_budget: NoBudgetOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Change a token's name, scopes, description, expiry, team or rate limits (never its
-    secret)."""
+    """Change a token's name, scopes, description, expiry, team, rate limits or budget (never
+    its secret)."""
     changes: dict[str, Any] = {}
     if name is not None:
         changes["name"] = name
@@ -195,6 +208,7 @@ def update(
         changes["rate_limit_per_s"] = rate_limit_per_s
     if rate_limit_per_min is not None:
         changes["rate_limit_per_min"] = rate_limit_per_min
+    changes.update(budget_changes(budget_usd, budget_period, no_budget))
     if not changes:
         fail("nothing to change: give at least one option (see --help)", EXIT_INVALID)
 

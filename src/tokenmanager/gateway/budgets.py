@@ -26,28 +26,25 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo
 
-from tokenmanager.calendar import period_bounds
+from tokenmanager.calendar import PERIODS
 from tokenmanager.pricing.money import micro_to_pusd
+from tokenmanager.usage.costs import PeriodCutter, SpendKey, spend_subjects
 from tokenmanager.usage.events import UsageEvent
 
 logger = logging.getLogger(__name__)
 
-PERIODS = ("day", "month")
 # Redis counters outlive their period a little, for the self-service view and slow clocks.
 _KEY_TTL_S = {"day": 3 * 86_400, "month": 33 * 86_400}
 MAX_PENDING_EVENTS = 200_000
 # A budget nobody asked about for this long is no longer polled (its token went quiet).
 FORGET_AFTER_S = 120.0
 
-# scope ("token" | "team"), subject (token id or team id), period, period start (UTC)
-SpendKey = tuple[str, str, str, datetime]
 ReadSpend = Callable[[list[SpendKey]], Awaitable[dict[SpendKey, int]]]
 
 
 @dataclass(frozen=True, slots=True)
-class Budget:
+class GuardedBudget:
     scope: str  # "token" | "team"
     subject: str
     limit_micro_usd: int
@@ -58,36 +55,20 @@ class Budget:
 class Exceeded:
     """The budget that is spent, and when its period ends (UTC)."""
 
-    budget: Budget
+    budget: GuardedBudget
     period_end: datetime
 
 
-class PeriodClock:
-    """The current day and month in one time zone, recomputed only when a period ends."""
-
-    def __init__(self, zone: ZoneInfo) -> None:
-        self.zone = zone
-        self._current: dict[str, tuple[datetime, datetime]] = {}
-
-    def bounds(self, period: str, now: datetime) -> tuple[datetime, datetime]:
-        current = self._current.get(period)
-        if current is None or not current[0] <= now < current[1]:
-            current = period_bounds(period, now, self.zone)
-            self._current[period] = current
-        return current
-
-
 def spend_keys(
-    token_id: int, team_id: str | None, clock: PeriodClock, at: datetime
+    token_id: int, team_id: str | None, clock: PeriodCutter, at: datetime
 ) -> list[SpendKey]:
-    """Every spend counter a call made at `at` adds to: token and team, day and month."""
-    keys: list[SpendKey] = []
-    for period in PERIODS:
-        start = clock.bounds(period, at)[0]
-        keys.append(("token", str(token_id), period, start))
-        if team_id:
-            keys.append(("team", team_id, period, start))
-    return keys
+    """Every spend counter a call made at `at` adds to: token and team, day and month (what
+    the store's usage_spend adds too)."""
+    return [
+        (scope, subject, period, clock.start(period, at))
+        for period in PERIODS
+        for scope, subject in spend_subjects(token_id, team_id)
+    ]
 
 
 class SpendLedger(Protocol):
@@ -338,12 +319,12 @@ class RedisLedger:
 class BudgetGuard:
     """Checks a token's budgets before a call and charges the call's cost after it."""
 
-    def __init__(self, ledger: SpendLedger, clock: PeriodClock) -> None:
+    def __init__(self, ledger: SpendLedger, clock: PeriodCutter) -> None:
         self.ledger = ledger
         self.clock = clock
         self._never_read_logged = False
 
-    async def check(self, budgets: tuple[Budget, ...], now: datetime) -> Exceeded | None:
+    async def check(self, budgets: tuple[GuardedBudget, ...], now: datetime) -> Exceeded | None:
         """The first budget whose period's spend has reached its limit, or None."""
         bounds = [self.clock.bounds(budget.period, now) for budget in budgets]
         keys = [

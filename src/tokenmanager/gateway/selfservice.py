@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from tokenmanager.gateway.budgets import Budget, BudgetGuard
+from tokenmanager.gateway.budgets import BudgetGuard, GuardedBudget
 from tokenmanager.gateway.verification import TokenRecord
 from tokenmanager.pricing.money import format_micro_usd, format_usd, micro_to_pusd
 from tokenmanager.storage import spend as summary_sql
@@ -77,7 +77,9 @@ def _figures(sums: UsageSums) -> dict[str, Any]:
     }
 
 
-def _budget_fields(prefix: str, budget: Budget | None, spent_pusd: int | None) -> dict[str, Any]:
+def _budget_fields(
+    prefix: str, budget: GuardedBudget | None, spent_pusd: int | None
+) -> dict[str, Any]:
     if budget is None:
         return {f"{prefix}_usd": None, f"{prefix}_period": None, f"{prefix}_remaining_usd": None}
     remaining = None

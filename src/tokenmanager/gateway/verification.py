@@ -19,7 +19,7 @@ from enum import Enum
 from typing import Any
 
 from tokenmanager.clock import utcnow
-from tokenmanager.gateway.budgets import Budget
+from tokenmanager.gateway.budgets import GuardedBudget
 from tokenmanager.tokens import codec
 from tokenmanager.tokens.scopes import has_scopes
 
@@ -63,7 +63,7 @@ class TokenRecord:
     rate_limit_per_min: int | None
     team_rate_limit_per_s: int | None
     team_rate_limit_per_min: int | None
-    budgets: tuple[Budget, ...] = ()  # the token's and its team's, when set
+    budgets: tuple[GuardedBudget, ...] = ()  # the token's and its team's, when set
 
     def status_at(self, now: datetime) -> VerifyStatus:
         if self.revoked_at is not None:
@@ -97,13 +97,13 @@ def build_token_record(row: Any, presented_hash: str) -> TokenRecord:
     )
 
 
-def build_budgets(row: Any) -> tuple[Budget, ...]:
+def build_budgets(row: Any) -> tuple[GuardedBudget, ...]:
     budgets = []
     if row.budget_micro_usd is not None:
-        budgets.append(Budget("token", str(row.id), row.budget_micro_usd, row.budget_period))
+        budgets.append(GuardedBudget("token", str(row.id), row.budget_micro_usd, row.budget_period))
     if row.team_budget_micro_usd is not None:
         budgets.append(
-            Budget("team", row.team_id, row.team_budget_micro_usd, row.team_budget_period)
+            GuardedBudget("team", row.team_id, row.team_budget_micro_usd, row.team_budget_period)
         )
     return tuple(budgets)
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from tokenmanager.pricing.money import format_usd, micro_to_pusd
 from tokenmanager.security.models import DetectorKind, Observation, Severity, Thresholds
 from tokenmanager.usage.histogram import percentile
 
@@ -63,6 +64,19 @@ class RouteBaseline:
     @property
     def p95_ms(self) -> float | None:
         return percentile(self.buckets, 0.95, self.max_latency_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetedSubject:
+    """A token or team with a budget, as the budget detector reads it."""
+
+    scope: str  # "token" | "team"
+    subject: str  # the token id (as text) or the team id: usage_spend's `subject`
+    name: str
+    team_id: str
+    token_id: int | None
+    budget_micro_usd: int
+    period: str  # "day" | "month"
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,4 +523,69 @@ def detect_route_spikes(
                     evidence={**common, "p95_ms": p95, "baseline_p95_ms": round(base_p95, 1)},
                 )
             )
+    return observations
+
+
+# -- budgets -------------------------------------------------------------------------------
+
+
+def detect_budget_thresholds(
+    subjects: Iterable[BudgetedSubject],
+    spend: dict[tuple[str, str, str], tuple[int, int]],
+    bounds: dict[str, tuple[datetime, datetime]],
+    now: datetime,
+    thresholds: Thresholds,
+) -> list[Observation]:
+    """Tokens and teams whose spend in the current period reached `budget_warning_percent`
+    (medium) or `budget_exhausted_percent` (high) of their budget: one observation per subject,
+    for the highest threshold reached. The fingerprint names subject, period and threshold, so
+    each is reported once per period.
+
+    `spend` maps (scope, subject, period) to the current period's (cost in pUSD, calls) and
+    `bounds` each period to its current (start, end). Nothing spent reports nothing, even on a
+    budget of 0.
+    """
+    levels = (
+        (thresholds.budget_exhausted_percent, Severity.HIGH),
+        (thresholds.budget_warning_percent, Severity.MEDIUM),
+    )
+    observations = []
+    for subject in subjects:
+        cost_pusd, calls = spend.get((subject.scope, subject.subject, subject.period), (0, 0))
+        if cost_pusd <= 0:
+            continue
+        budget_pusd = micro_to_pusd(subject.budget_micro_usd)
+        # Integer comparison: cost / budget >= percent / 100, with nothing rounded.
+        reached = [(p, s) for p, s in levels if cost_pusd * 100 >= budget_pusd * p]
+        if not reached:
+            continue
+        percent, severity = reached[0]
+        start, end = bounds[subject.period]
+        observations.append(
+            Observation(
+                kind=DetectorKind.BUDGET_THRESHOLD,
+                severity=severity,
+                fingerprint=(
+                    f"{DetectorKind.BUDGET_THRESHOLD}:{subject.scope}:{subject.subject}:"
+                    f"{subject.period}:{start.date().isoformat()}:{percent}"
+                ),
+                first_seen=now,
+                last_seen=now,
+                token_id=subject.token_id,
+                team_id=subject.team_id,
+                evidence={
+                    "scope": subject.scope,
+                    "subject": subject.subject,
+                    "name": subject.name,
+                    "period": subject.period,
+                    "period_start": _iso(start),
+                    "period_end": _iso(end),
+                    "threshold_percent": percent,
+                    "budget_usd": format_usd(budget_pusd),
+                    "spend_usd": format_usd(cost_pusd),
+                    "spent_percent": (cost_pusd * 100 // budget_pusd if budget_pusd else None),
+                    "calls": calls,
+                },
+            )
+        )
     return observations

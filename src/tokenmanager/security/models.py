@@ -22,6 +22,7 @@ class DetectorKind(StrEnum):
     GRACE_SECRET_USE = "grace_secret_use"  # noqa: S105 - a detector name
     EXPIRED_TOKEN_USE = "expired_token_use"  # noqa: S105 - a detector name
     REVOKED_TOKEN_USE = "revoked_token_use"  # noqa: S105 - a detector name
+    BUDGET_THRESHOLD = "budget_threshold"
 
 
 class Severity(StrEnum):
@@ -59,6 +60,7 @@ class Observation:
     token_id: int | None = None
     route_path: str | None = None
     ip_address: str | None = None
+    team_id: str | None = None  # when the subject is a team; else the token's team is used
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,9 @@ class Thresholds:
     error_rate_ratio: float = 3.0
     latency_ratio: float = 2.0
     latency_min_increase_ms: float = 200.0
+    # budget_threshold: spend in the current period as a percentage of the budget.
+    budget_warning_percent: int = 80
+    budget_exhausted_percent: int = 100
 
 
 @dataclass(slots=True)

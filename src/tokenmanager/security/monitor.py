@@ -13,14 +13,24 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tokenmanager.calendar import period_bounds
 from tokenmanager.clock import utcnow
 from tokenmanager.security import detectors
 from tokenmanager.security.detectors import Sighting, UsageRow, floor_time
-from tokenmanager.security.models import Finding, Observation, RunResult, Severity, Thresholds
+from tokenmanager.security.models import (
+    DetectorKind,
+    Finding,
+    Observation,
+    RunResult,
+    Severity,
+    Thresholds,
+)
 from tokenmanager.storage import security as security_sql
+from tokenmanager.storage import spend as spend_sql
 from tokenmanager.storage.database import Database
 
 logger = logging.getLogger(__name__)
@@ -39,8 +49,10 @@ class SecurityMonitor:
         max_slice_s: float = 3600.0,
         max_rows: int = 50_000,
         initial_lookback_s: float = 3600.0,
+        zone: ZoneInfo = ZoneInfo("UTC"),
     ) -> None:
         self._db = database
+        self._zone = zone  # budget periods are calendar days and months here
         self.thresholds = thresholds or Thresholds()
         self._lag = timedelta(seconds=lag_s)
         self._max_slice = timedelta(seconds=max_slice_s)
@@ -62,18 +74,30 @@ class SecurityMonitor:
             start = await security_sql.read_cursor(connection, CURSOR)
             start = start or now - self._initial_lookback
             end = min(now - self._lag, start + self._max_slice)
+            # Budgets are judged on every run, whether or not there is a new slice to read.
+            budget_observations = await self._observe_budgets(connection, now)
             if end <= start:
-                return RunResult(start, start, is_caught_up=True)
-            rows = await security_sql.read_usage_rows(connection, start, end, self._max_rows + 1)
-            if len(rows) > self._max_rows:
-                end = rows[self._max_rows].used_at
-                rows = [row for row in rows if row.used_at < end]
-                if not rows:  # more rows than max_rows share one timestamp: take them all
-                    end += timedelta(microseconds=1)
-                    rows = await security_sql.read_usage_rows(connection, start, end)
-            observations, teams, sightings = await self._observe(connection, rows, start)
+                if not budget_observations:
+                    return RunResult(start, start, is_caught_up=True)
+                rows: Sequence[UsageRow] = []
+                observations: list[Observation] = []
+                teams: dict[int, str] = {}
+                sightings: list[Sighting] = []
+                end = start
+            else:
+                rows = await security_sql.read_usage_rows(
+                    connection, start, end, self._max_rows + 1
+                )
+                if len(rows) > self._max_rows:
+                    end = rows[self._max_rows].used_at
+                    rows = [row for row in rows if row.used_at < end]
+                    if not rows:  # more rows than max_rows share one timestamp: take them all
+                        end += timedelta(microseconds=1)
+                        rows = await security_sql.read_usage_rows(connection, start, end)
+                observations, teams, sightings = await self._observe(connection, rows, start)
+            observations += budget_observations
         result = RunResult(start, end, rows=len(rows), observations=len(observations))
-        result.is_caught_up = end >= now - self._lag - timedelta(seconds=1)
+        result.is_caught_up = end >= now - self._lag - timedelta(seconds=1) or end == start
         changed = await self._store(observations, teams, sightings, end, result)
         for finding in changed:
             for handler in self.on_finding:
@@ -162,6 +186,19 @@ class SecurityMonitor:
             observations += detectors.detect_off_hours(hour_calls, active, th)
         return observations, {i: f.team_id for i, f in facts.items()}, sightings
 
+    async def _observe_budgets(
+        self, connection: AsyncConnection, now: datetime
+    ) -> list[Observation]:
+        """Budgets reached in the current periods (read each run: spend is a small table)."""
+        subjects = await spend_sql.read_budgeted_subjects(connection)
+        if not subjects:
+            return []
+        bounds = {period: period_bounds(period, now, self._zone) for period in ("day", "month")}
+        spend = await spend_sql.read_period_spend(
+            connection, {period: start for period, (start, _) in bounds.items()}
+        )
+        return detectors.detect_budget_thresholds(subjects, spend, bounds, now, self.thresholds)
+
     async def _active_hours(
         self, connection: AsyncConnection, token_ids: list[int], day: datetime
     ) -> dict[int, list[datetime]]:
@@ -191,10 +228,20 @@ class SecurityMonitor:
         changed_ids = []
         async with self._db.write() as connection:
             await security_sql.write_sightings(connection, sightings)
+            # A budget threshold is reported once per period: an existing finding (even a
+            # resolved one) with its fingerprint means it was already.
+            reported = await security_sql.read_known_fingerprints(
+                connection,
+                [o.fingerprint for o in observations if o.kind is DetectorKind.BUDGET_THRESHOLD],
+            )
             for observation in observations:
+                if observation.fingerprint in reported:
+                    continue
                 existing = await security_sql.read_open_finding(connection, observation.fingerprint)
                 if existing is None:
-                    team_id = teams.get(observation.token_id) if observation.token_id else None
+                    team_id = observation.team_id or (
+                        teams.get(observation.token_id) if observation.token_id else None
+                    )
                     finding_id = await security_sql.create_finding(connection, observation, team_id)
                     result.created.append(finding_id)
                     changed_ids.append(finding_id)

@@ -8,14 +8,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tokenmanager.pricing.models import Price
-from tokenmanager.storage.prices import read_current_prices
 from tokenmanager.storage.schema import change_feed, routes, teams, tokens
 
 
 async def read_token_by_hash(connection: AsyncConnection, token_hash: str) -> Any:
     """The token whose current or previous (rotated) hash is `token_hash`, with its team's
-    rate limits, or None."""
+    rate limits and budgets (micro-dollars per "day" | "month"; NULL: none), or None."""
     query = (
         sa.select(
             tokens.c.id,
@@ -62,8 +60,3 @@ async def read_changes_since(
         .limit(limit)
     )
     return list(await connection.execute(query))
-
-
-async def read_prices(connection: AsyncConnection) -> list[Price]:
-    """The prices in force now (admin prices over the shipped defaults, removals honoured)."""
-    return list((await read_current_prices(connection)).values())

@@ -264,6 +264,18 @@ async def read_open_finding(connection: AsyncConnection, fingerprint: str) -> Fi
     return _finding(row) if row is not None else None
 
 
+async def read_known_fingerprints(
+    connection: AsyncConnection, fingerprints: Sequence[str]
+) -> set[str]:
+    """Which of `fingerprints` any finding has had, whatever its status."""
+    if not fingerprints:
+        return set()
+    query = sa.select(security_findings.c.fingerprint).where(
+        security_findings.c.fingerprint.in_(sorted(set(fingerprints)))
+    )
+    return set((await connection.execute(query)).scalars())
+
+
 async def create_finding(
     connection: AsyncConnection, observation: Observation, team_id: str | None
 ) -> int:

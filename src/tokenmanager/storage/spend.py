@@ -1,11 +1,12 @@
 """SQL for spend and a token's own usage: the spend per budget period the gateway checks
-budgets against, and the summary a token holder reads with the token itself. Both read
-precomputed rows (usage_spend, the hourly rollup), never a month of raw rows."""
+budgets against and the budget detector judges, and the summary a token holder reads with the
+token itself. All read precomputed rows (usage_spend, the hourly rollup), never a month of raw
+rows."""
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -14,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenmanager.calendar import local_day_starts
 from tokenmanager.clock import utcnow
+from tokenmanager.security.detectors import BudgetedSubject
 from tokenmanager.storage.maintenance import event_of
 from tokenmanager.storage.schema import teams, token_usage_logs, tokens, usage_hourly, usage_spend
 from tokenmanager.usage.costs import SpendKey, TokenUsageSummary, UsageSums
@@ -131,3 +133,74 @@ async def read_token_names(connection: AsyncConnection, token_id: int) -> tuple[
     )
     row = (await connection.execute(query)).one()
     return row.name, row.team_name
+
+
+async def read_budgeted_subjects(connection: AsyncConnection) -> list[BudgetedSubject]:
+    """Every team with a budget, and every token with one that is not revoked."""
+    token_rows = await connection.execute(
+        sa.select(
+            tokens.c.id,
+            tokens.c.name,
+            tokens.c.team_id,
+            tokens.c.budget_micro_usd,
+            tokens.c.budget_period,
+        ).where(tokens.c.budget_micro_usd.is_not(None), tokens.c.revoked_at.is_(None))
+    )
+    team_rows = await connection.execute(
+        sa.select(teams.c.id, teams.c.name, teams.c.budget_micro_usd, teams.c.budget_period).where(
+            teams.c.budget_micro_usd.is_not(None)
+        )
+    )
+    return [
+        *(
+            BudgetedSubject(
+                scope="token",
+                subject=str(row.id),
+                name=row.name,
+                team_id=row.team_id,
+                token_id=row.id,
+                budget_micro_usd=row.budget_micro_usd,
+                period=row.budget_period or "month",
+            )
+            for row in token_rows
+        ),
+        *(
+            BudgetedSubject(
+                scope="team",
+                subject=row.id,
+                name=row.name,
+                team_id=row.id,
+                token_id=None,
+                budget_micro_usd=row.budget_micro_usd,
+                period=row.budget_period or "month",
+            )
+            for row in team_rows
+        ),
+    ]
+
+
+async def read_period_spend(
+    connection: AsyncConnection, period_starts: Mapping[str, datetime]
+) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """(scope, subject, period) -> (cost in pUSD, calls) for the periods starting at
+    `period_starts` ({"day": start, "month": start})."""
+    if not period_starts:
+        return {}
+    query = sa.select(
+        usage_spend.c.scope,
+        usage_spend.c.subject,
+        usage_spend.c.period,
+        usage_spend.c.cost_pusd,
+        usage_spend.c.calls,
+    ).where(
+        sa.or_(
+            *(
+                sa.and_(usage_spend.c.period == period, usage_spend.c.period_start == start)
+                for period, start in period_starts.items()
+            )
+        )
+    )
+    return {
+        (row.scope, row.subject, row.period): (int(row.cost_pusd), int(row.calls))
+        for row in await connection.execute(query)
+    }

@@ -19,6 +19,8 @@ def _to_team(row: Any) -> Team:
         created_at=row.created_at,
         rate_limit_per_s=row.rate_limit_per_s,
         rate_limit_per_min=row.rate_limit_per_min,
+        budget_micro_usd=row.budget_micro_usd,
+        budget_period=row.budget_period,
     )
 
 

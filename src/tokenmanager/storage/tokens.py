@@ -31,6 +31,8 @@ def _to_token(row: sa.Row[Any]) -> Token:
         is_imported=row.is_imported,
         rate_limit_per_s=row.rate_limit_per_s,
         rate_limit_per_min=row.rate_limit_per_min,
+        budget_micro_usd=row.budget_micro_usd,
+        budget_period=row.budget_period,
     )
 
 

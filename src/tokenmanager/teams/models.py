@@ -17,6 +17,8 @@ class Team:
     created_at: datetime
     rate_limit_per_s: int | None = None
     rate_limit_per_min: int | None = None
+    budget_micro_usd: int | None = None  # spending budget per budget_period; None: none
+    budget_period: str | None = None  # "day" | "month" (calendar, TOKENMANAGER_TIMEZONE)
 
 
 def is_valid_team_id(team_id: str) -> bool:

@@ -32,6 +32,8 @@ class Token:
     is_imported: bool = False
     rate_limit_per_s: int | None = None
     rate_limit_per_min: int | None = None
+    budget_micro_usd: int | None = None  # spending budget per budget_period; None: none
+    budget_period: str | None = None  # "day" | "month" (calendar, TOKENMANAGER_TIMEZONE)
 
     def state_at(self, now: datetime) -> TokenState:
         if self.revoked_at is not None:

@@ -11,6 +11,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from tokenmanager.access.actor import Actor
+from tokenmanager.budgets.models import (
+    Budget,
+    BudgetPeriod,
+    UsdInput,
+    budget_columns,
+    build_budget,
+    change_budget,
+)
 from tokenmanager.clock import utcnow
 from tokenmanager.errors import ConflictError, InvalidInputError, NotFoundError
 from tokenmanager.storage import audit as audit_sql
@@ -31,6 +39,8 @@ UPDATABLE_FIELDS = frozenset(
         "team_id",
         "rate_limit_per_s",
         "rate_limit_per_min",
+        "budget_usd",
+        "budget_period",
     }
 )
 
@@ -67,8 +77,11 @@ class TokenService:
         expires_at: datetime | None = None,
         rate_limit_per_s: int | None = None,
         rate_limit_per_min: int | None = None,
+        budget_usd: UsdInput | None = None,
+        budget_period: str | BudgetPeriod | None = None,
     ) -> IssuedToken:
-        """A new token; the returned secret is not stored anywhere and cannot be shown again."""
+        """A new token; the returned secret is not stored anywhere and cannot be shown again.
+        A budget without a period is per calendar month."""
         token_secret = codec.build_token_secret()
         token = await self._create(
             actor,
@@ -83,6 +96,7 @@ class TokenService:
             display_prefix=codec.display_prefix(token_secret),
             is_imported=False,
             rate_limits=(rate_limit_per_s, rate_limit_per_min),
+            budget=build_budget(budget_usd, budget_period),
         )
         return IssuedToken(token=token, token_secret=token_secret)
 
@@ -114,6 +128,7 @@ class TokenService:
             display_prefix="",
             is_imported=True,
             rate_limits=(None, None),
+            budget=None,
         )
 
     async def _create(
@@ -131,6 +146,7 @@ class TokenService:
         display_prefix: str,
         is_imported: bool,
         rate_limits: tuple[int | None, int | None],
+        budget: Budget | None,
     ) -> Token:
         actor.require_team(team_id, "team")
         now = utcnow()
@@ -155,6 +171,7 @@ class TokenService:
                     "is_imported": is_imported,
                     "rate_limit_per_s": rate_limits[0],
                     "rate_limit_per_min": rate_limits[1],
+                    **budget_columns(budget),
                 },
             )
             await audit_sql.create_audit_entry(
@@ -193,7 +210,8 @@ class TokenService:
         return token
 
     async def update(self, actor: Actor, token_id: int, changes: dict[str, Any]) -> Token:
-        """Change name, scopes, description, metadata, expiry (admins also team); never the hash."""
+        """Change name, scopes, description, metadata, expiry, rate limits and budget (admins
+        also team); never the hash. Budget changes follow `budgets.models.change_budget`."""
         unknown = set(changes) - UPDATABLE_FIELDS
         if unknown:
             raise InvalidInputError(sorted(unknown)[0], "cannot be changed")
@@ -201,13 +219,16 @@ class TokenService:
             raise InvalidInputError("team_id", "only an admin can move a token to another team")
         if changes.get("expires_at") is not None and changes["expires_at"] <= utcnow():
             raise InvalidInputError("expires_at", "must be in the future")  # as at issue
-        values = dict(changes)
+        values = {k: v for k, v in changes.items() if k not in ("budget_usd", "budget_period")}
         if "scopes" in values:
             values["scopes"] = list(_check_scopes(values["scopes"]))
         if values.get("metadata") is None and "metadata" in values:
             values["metadata"] = {}
         async with self._db.write() as connection:
             before = await self._read_for_change(connection, actor, token_id)
+            if "budget_usd" in changes or "budget_period" in changes:
+                current = Budget.of_columns(before.budget_micro_usd, before.budget_period)
+                values.update(budget_columns(change_budget(current, changes)))
             if (
                 "team_id" in values
                 and await teams_sql.read_team(connection, values["team_id"]) is None

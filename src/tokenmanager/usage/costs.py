@@ -90,12 +90,16 @@ class PeriodCutter:
         self.zone = zone
         self._last: dict[str, tuple[datetime, datetime]] = {}
 
-    def start(self, period: str, moment: datetime) -> datetime:
+    def bounds(self, period: str, moment: datetime) -> tuple[datetime, datetime]:
+        """The UTC [start, end) of the local `period` holding `moment`."""
         moment = _utc(moment)
         bounds = self._last.get(period)
         if bounds is None or not bounds[0] <= moment < bounds[1]:
             bounds = self._last[period] = period_bounds(period, moment, self.zone)
-        return bounds[0]
+        return bounds
+
+    def start(self, period: str, moment: datetime) -> datetime:
+        return self.bounds(period, moment)[0]
 
 
 def spend_subjects(token_id: int | None, team_id: str | None) -> list[tuple[str, str]]:

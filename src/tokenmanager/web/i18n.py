@@ -171,6 +171,7 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "kind_grace_secret_use": ("Old secret used during grace period", "寬限期內使用舊密鑰"),
     "kind_expired_token_use": ("Expired token presented", "使用已過期的權杖"),
     "kind_revoked_token_use": ("Revoked token presented", "使用已撤銷的權杖"),
+    "kind_budget_threshold": ("Budget threshold reached", "已達預算門檻"),
     "first_seen": ("First seen", "首次發現"),
     "last_seen": ("Last seen", "最後發現"),
     "status_changed_by": ("Status set by", "狀態變更者"),
@@ -183,6 +184,8 @@ _TEXTS: dict[str, tuple[str, str]] = {
     "evidence_baseline_error_rate": ("baseline error rate", "基準錯誤率"),
     "evidence_p95_ms": ("p95 ms", "p95 毫秒"),
     "evidence_baseline_p95_ms": ("baseline p95 ms", "基準 p95 毫秒"),
+    "evidence_spent_percent": ("% of budget spent", "已用預算 %"),
+    "evidence_threshold_percent": ("threshold %", "門檻 %"),
     "acknowledge": ("Acknowledge", "確認"),
     "resolve": ("Resolve", "解決"),
 }

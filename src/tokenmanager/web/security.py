@@ -29,6 +29,7 @@ STATUS_CHOICES = (*(str(status) for status in FindingStatus), ANY_STATUS)
 # What a finding's evidence chart compares: the first observed figure its evidence has, then
 # the baseline figures it was compared with (see docs/security.md for each detector's evidence).
 EVIDENCE_MEASURES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("spent_percent", ("threshold_percent",)),  # budget_threshold (it has calls too)
     ("error_rate", ("baseline_error_rate",)),
     ("p95_ms", ("baseline_p95_ms",)),
     ("calls", ("baseline_median", "threshold")),
