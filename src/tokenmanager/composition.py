@@ -241,5 +241,6 @@ def build_gateway_app(
         default_rate_limits=(settings.rate_limit_per_s, settings.rate_limit_per_min),
         budgets=budgets,
         self_service=SelfService(database, budgets),
+        on_startup=usage_writer.start if usage_writer is not None else None,
         on_shutdown=close,
     )

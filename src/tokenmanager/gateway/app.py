@@ -97,6 +97,7 @@ class GatewayApp:
         budgets: BudgetGuard,
         self_service: SelfService,
         default_rate_limits: tuple[int | None, int | None] = (None, None),
+        on_startup: Callable[[], Awaitable[None]] | None = None,
         on_shutdown: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.directory = directory
@@ -110,6 +111,7 @@ class GatewayApp:
         self._default_rate_limits = default_rate_limits
         self.budgets = budgets
         self._self_service = self_service
+        self._on_startup = on_startup
         self._on_shutdown = on_shutdown
         self.metrics = GatewayMetrics()
         self._session: aiohttp.ClientSession | None = None
@@ -126,6 +128,8 @@ class GatewayApp:
         server_log = logging.getLogger("uvicorn.error")
         if not any(isinstance(f, _QuietAbortFilter) for f in server_log.filters):
             server_log.addFilter(_QuietAbortFilter())
+        if self._on_startup is not None:
+            await self._on_startup()
         self._session = build_upstream_session(self._policy)
         await self.directory.start()
         await self.budgets.ledger.start()

@@ -23,7 +23,7 @@ def create_gateway_from_environment() -> GatewayApp:
     # A server process serves this app alone: its usage writes can move to a child process,
     # and its startup objects can be frozen out of the garbage collector's walks.
     app = build_gateway_app(
-        settings, usage_writer=UsageWriterProcess(settings.resolved_database_url)
+        settings, usage_writer=UsageWriterProcess(settings.resolved_database_url, settings.timezone)
     )
     app.freeze_gc_after_startup = True
     return app

@@ -57,10 +57,12 @@ async def _read_frame(reader: asyncio.StreamReader) -> Any:
 
 
 class UsageWriterProcess:
-    """`write_batch` for the recorder, backed by one child process (started on first use)."""
+    """`write_batch` for the recorder, backed by one child process: started with the gateway
+    (`start`), and again on the next write if it ends."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, zone_name: str = "UTC") -> None:
         self._database_url = database_url
+        self._zone_name = zone_name  # TOKENMANAGER_TIMEZONE: spend periods are cut there
         self._process: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()  # one batch at a time on the pipe
 
@@ -69,6 +71,12 @@ class UsageWriterProcess:
         """The child's process id while it runs."""
         process = self._process
         return process.pid if process is not None and process.returncode is None else None
+
+    async def start(self) -> None:
+        """Start the child and wait until it can write: a first batch must not wait for its
+        imports (seconds on a busy machine), or budgets would see spend that late."""
+        async with self._lock:
+            await self._running_process()
 
     async def write_batch(self, events: Sequence[UsageEvent]) -> int:
         async with self._lock:
@@ -119,7 +127,14 @@ class UsageWriterProcess:
             stdout=asyncio.subprocess.PIPE,
         )
         assert process.stdin is not None
-        process.stdin.write(_frame(self._database_url))
+        assert process.stdout is not None
+        process.stdin.write(_frame((self._database_url, self._zone_name)))
+        try:
+            await process.stdin.drain()
+            await _read_frame(process.stdout)  # "ready"
+        except (OSError, EOFError, asyncio.IncompleteReadError) as exc:
+            self._discard(process)
+            raise UsageWriterError("the usage writer process did not start") from exc
         self._process = process
         return process
 
@@ -134,6 +149,8 @@ class UsageWriterProcess:
 
 
 async def _serve_parent() -> None:
+    from zoneinfo import ZoneInfo
+
     from tokenmanager.storage.database import Database
     from tokenmanager.storage.usage import write_usage_batch
 
@@ -144,7 +161,11 @@ async def _serve_parent() -> None:
         asyncio.streams.FlowControlMixin, sys.stdout.buffer
     )
     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-    database = Database.from_url(await _read_frame(reader))
+    database_url, zone_name = await _read_frame(reader)
+    database = Database.from_url(database_url)
+    zone = ZoneInfo(zone_name)
+    writer.write(_frame("ready"))
+    await writer.drain()
     try:
         while True:
             try:
@@ -153,7 +174,7 @@ async def _serve_parent() -> None:
                 return  # the gateway closed the pipe: done
             answer: tuple[int, str | None, bool]
             try:
-                answer = (await write_usage_batch(database, events), None, False)
+                answer = (await write_usage_batch(database, events, zone=zone), None, False)
             except RefusedBatchError as exc:
                 answer = (0, str(exc), True)
             except Exception as exc:  # noqa: BLE001 - reported to the gateway, which spools
