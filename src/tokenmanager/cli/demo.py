@@ -477,32 +477,40 @@ async def _mock_upstream(port: int) -> AsyncIterator[None]:
 
 async def _run(settings: Settings, ports: dict[str, int], banner: str) -> None:
     from tokenmanager.api.app import create_app
-    from tokenmanager.composition import build_gateway_app, build_services
+    from tokenmanager.cli.gateway_process import GatewayProcess, default_gateway_workers
+    from tokenmanager.composition import build_services
 
     servers: list[Any] = []
+    gateway = GatewayProcess(settings, HOST, ports["--gateway-port"], default_gateway_workers())
     stop_requested = asyncio.Event()
-    stop_on_signals(servers, stop_requested)
-    servers += [
-        uvicorn_server(create_app(settings, build_services(settings)), HOST, ports["--port"]),
-        uvicorn_server(
-            build_gateway_app(settings), HOST, ports["--gateway-port"], proxy_headers=False
-        ),
-    ]
+    stop_on_signals(servers, stop_requested, [gateway])
+    servers.append(
+        uvicorn_server(create_app(settings, build_services(settings)), HOST, ports["--port"])
+    )
     async with _mock_upstream(ports["--upstream-port"]):
+        await gateway.start()
+        supervising = asyncio.create_task(gateway.supervise())
         tasks = [asyncio.create_task(server.serve()) for server in servers]
-        deadline = time.monotonic() + READY_DEADLINE_S
-        while not all(server.started for server in servers):
-            if stop_requested.is_set():
-                await asyncio.gather(*tasks)
-                return
-            if any(task.done() for task in tasks) or time.monotonic() > deadline:
-                for server in servers:
-                    server.should_exit = True
-                await asyncio.gather(*tasks, return_exceptions=True)
-                fail("the demo's servers did not start (see the messages above)", EXIT_CONFIG)
-            await asyncio.sleep(0.05)
-        typer.echo(banner)
-        await asyncio.gather(*tasks)
+        try:
+            ready = await gateway.wait_ready(READY_DEADLINE_S)
+            deadline = time.monotonic() + READY_DEADLINE_S
+            while ready and not stop_requested.is_set():
+                if all(server.started for server in servers):
+                    break
+                if any(task.done() for task in tasks) or time.monotonic() > deadline:
+                    ready = False
+                await asyncio.sleep(0.05)
+            if not stop_requested.is_set():
+                if not ready:
+                    for server in servers:
+                        server.should_exit = True
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    fail("the demo's servers did not start (see the messages above)", EXIT_CONFIG)
+                typer.echo(banner)
+            await asyncio.gather(*tasks)
+        finally:
+            gateway.stop()  # also when the control plane ended on its own
+            await supervising
 
 
 def _demo_settings(data_dir: Path | None) -> Settings:
