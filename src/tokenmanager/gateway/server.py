@@ -68,7 +68,7 @@ def raise_open_file_limit(max_connections: int) -> int:
         logger.warning(
             "the open-file limit is %d, but TOKENMANAGER_GATEWAY_MAX_CONNECTIONS=%d needs about "
             "%d: raise the hard limit (ulimit -Hn %d, or LimitNOFILE=%d in a systemd unit) or "
-            "lower TOKENMANAGER_GATEWAY_MAX_CONNECTIONS; past the limit connections are refused",
+            "lower TOKENMANAGER_GATEWAY_MAX_CONNECTIONS (past it, new connections wait unaccepted)",
             soft, max_connections, needed, needed, needed,
         )  # fmt: skip
     return soft
