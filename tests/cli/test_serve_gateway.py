@@ -1,7 +1,8 @@
 """`tokenmanager serve` runs the gateway in processes of its own, and keeps it whole:
 
 - the control plane's process frozen (SIGSTOP): the gateway keeps answering;
-- Ctrl-C or SIGTERM during load: exit 0, every answered call recorded exactly once;
+- Ctrl-C or SIGTERM during load: exit 0, every answered call recorded exactly once; a second
+  Ctrl-C cuts a request that would never end;
 - a gateway worker killed (SIGKILL): restarted, and no answered call lost or doubled;
 - 100 concurrent streams, 10 clients leaving mid-stream: byte-exact, the leavers recorded as
   499, every upstream stream closed.
@@ -17,15 +18,18 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
+from aiohttp import web
 
 from tokenmanager.access.actor import Actor
 from tokenmanager.composition import Services
+from tokenmanager.mock_upstream.app import build_mock_upstream
 from tokenmanager.settings import Settings
 from tokenmanager.storage.schema import token_usage_logs
 from tokenmanager.testing import (
@@ -147,6 +151,18 @@ async def wait_until_answering(serve: Serve, url: str) -> None:
             await asyncio.sleep(0.05)
 
 
+async def wait_until_refused(url: str) -> None:
+    deadline = time.monotonic() + STOP_DEADLINE_S
+    async with httpx.AsyncClient(timeout=1.0) as client:
+        while True:
+            try:
+                await client.get(f"{url}/healthz")
+            except httpx.ConnectError:
+                return
+            assert time.monotonic() < deadline, f"{url} still answers"
+            await asyncio.sleep(0.05)
+
+
 async def stop(serve: Serve, signum: int = signal.SIGTERM) -> None:
     with_signal(serve, signum)
     exit_code = await asyncio.wait_for(serve.process.wait(), STOP_DEADLINE_S)
@@ -175,6 +191,28 @@ async def mock_upstream(services: Services, admin: Actor) -> AsyncIterator[str]:
             admin, path_prefix="/api/mock", upstream_url=url, required_scopes=[SCOPE]
         )
         yield url
+
+
+@asynccontextmanager
+async def running_observed_upstream() -> AsyncIterator[tuple[str, asyncio.Event]]:
+    """The mock upstream, plus an event set when a request reaches it."""
+    arrived = asyncio.Event()
+
+    @web.middleware
+    async def note_arrival(request: web.Request, handler: object) -> web.StreamResponse:
+        arrived.set()
+        return await handler(request)  # type: ignore[operator,no-any-return]
+
+    app = build_mock_upstream()
+    app.middlewares.append(note_arrival)
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}", arrived
+    finally:
+        await runner.cleanup()
 
 
 async def recorded_agents(services: Services, token: IssuedToken) -> list[str]:
@@ -253,6 +291,34 @@ async def test_a_stop_during_load_exits_0_and_records_every_answered_call_once(
     await asyncio.gather(*clients)
     assert exit_code == 0, serve.log()
     assert await recorded_agents(services, token) == sorted(answered)
+
+
+async def test_a_second_ctrl_c_stops_serve_without_waiting_for_a_hanging_request(
+    services: Services, admin: Actor, token: IssuedToken, start_serve: StartServe
+) -> None:
+    async with running_observed_upstream() as (upstream, arrived):
+        await services.routes.create(
+            admin, path_prefix="/api/observed", upstream_url=upstream, required_scopes=[SCOPE]
+        )
+        serve = await start_serve(workers=2)
+        headers = {"X-API-Key": token.token_secret}
+        async with httpx.AsyncClient(base_url=serve.gateway_url, headers=headers) as client:
+            # The mock's /hang never answers; a graceful stop alone would wait for it.
+            hanging = asyncio.create_task(client.get("/api/observed/hang", timeout=None))
+            await asyncio.wait_for(arrived.wait(), START_DEADLINE_S)
+            with_signal(serve, signal.SIGINT)
+            # Two signals sent at once to another process may arrive as one: the second goes
+            # once the first was taken (the control plane, with nothing in flight, has closed).
+            await wait_until_refused(serve.control_url)
+            with_signal(serve, signal.SIGINT)
+            # Below uvicorn's 30 s graceful timeout: the stop did not wait for the request.
+            try:
+                exit_code = await asyncio.wait_for(serve.process.wait(), 20)
+            except TimeoutError:
+                raise AssertionError(f"serve did not stop:\n{serve.log()}") from None
+            with pytest.raises(httpx.TransportError):
+                await asyncio.wait_for(hanging, 20)
+    assert exit_code == 0, serve.log()
 
 
 # -- a crashed worker ------------------------------------------------------------------------

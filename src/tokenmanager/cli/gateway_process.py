@@ -22,6 +22,9 @@ from tokenmanager.settings import Settings
 logger = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 1.0  # between a crash and the restart: a crash loop must not spin a core
+# A forced stop: uvicorn's own still waits (on uvloop) for open connections to close, up to its
+# graceful timeout; after this long the gateway's server processes are killed instead.
+FORCE_GRACE_S = 2.0
 READY_POLL_S = 0.05
 ENV_PREFIX = "TOKENMANAGER_"
 
@@ -60,6 +63,13 @@ def settings_environment(settings: Settings) -> dict[str, str]:
             text = str(value)
         environment[f"{ENV_PREFIX}{name.upper()}"] = text
     return environment
+
+
+def _is_usage_writer(pid: int) -> bool:
+    try:
+        return b"tokenmanager.gateway.usage_writer" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _descendants(pid: int) -> list[int]:
@@ -119,7 +129,8 @@ class GatewayProcess:
         return False
 
     async def supervise(self) -> int:
-        """Restart the gateway whenever it exits before `stop`; its exit code after `stop`.
+        """Restart the gateway whenever it exits before `stop`; its exit code after `stop`
+        (0 when a forced stop had to kill it).
 
         A restarted gateway replays what the dead one spooled (its spool directory's lock is
         free), and its workers' usage-writer children exit with it (their stdin closes)."""
@@ -127,7 +138,8 @@ class GatewayProcess:
             assert self._process is not None
             returncode = await self._process.wait()
             if self._stopping.is_set():
-                return returncode
+                # Killed on a forced stop: what the user asked for, as uvicorn's own is (0).
+                return 0 if self._forced and returncode == -signal.SIGKILL else returncode
             self.restarts += 1
             logger.warning("the gateway exited (%s); starting it again", returncode)
             with contextlib.suppress(TimeoutError):
@@ -146,8 +158,21 @@ class GatewayProcess:
             # uvicorn stops at once on a SIGINT that follows a stop request: the workers of a
             # multi-worker gateway get it directly, since their supervisor only waits for them.
             self._signal(signal.SIGINT, including_workers=True)
+            asyncio.get_running_loop().call_later(FORCE_GRACE_S, self._kill_servers)
         elif first:
             self._signal(signal.SIGTERM, including_workers=False)
+
+    def _kill_servers(self) -> None:
+        """Kill the gateway and its workers, not their usage writers: those finish the batch
+        under way and exit when their pipe closes. Usage still queued in memory is lost."""
+        pid = self.pid
+        if pid is None:
+            return
+        logger.warning("the gateway did not stop when forced; killing it")
+        for target in [pid, *_descendants(pid)]:
+            if not _is_usage_writer(target):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(target, signal.SIGKILL)
 
     def _signal(self, signum: int, *, including_workers: bool) -> None:
         pid = self.pid
