@@ -3,7 +3,7 @@ long streams and idle connections, every figure against a baseline measured in t
 
     .venv/bin/python bench/serve_bench.py [--duration 5] [--repeat 3] [--streams 1000]
                                           [--leavers 100] [--idle 5000]
-                                          [--out bench/results/serve.md]
+                                          [--gateway-workers N] [--out bench/results/serve.md]
 
 1. p99 and throughput at c=16 (wrk -t1, nginx upstream answering ~200 B of JSON), alternating
    `--repeat` times: `serve` (its default gateway workers), `gateway --workers 1` alone, the
@@ -304,8 +304,9 @@ def benchmark(args: argparse.Namespace) -> None:
         start("passthrough", [gb.PYTHON, str(ROOT / "bench/passthrough.py"), "--port",
                               str(ports["passthrough"]), "--upstream", upstream_url])  # fmt: skip
         start("mock", [*gb.TOKENMANAGER, "mock-upstream", "--port", str(ports["mock"])])
+        workers = ["--gateway-workers", str(args.gateway_workers)] if args.gateway_workers else []
         serve = start("serve", [*gb.TOKENMANAGER, "serve", "--port", str(ports["control"]),
-                                "--gateway-port", str(ports["serve"])])  # fmt: skip
+                                "--gateway-port", str(ports["serve"]), *workers])  # fmt: skip
         gw1 = start("gw1", [*gb.TOKENMANAGER, "gateway", "--port", str(ports["gw1"]),
                             "--workers", "1"])  # fmt: skip
         gw2 = start("gw2", [*gb.TOKENMANAGER, "gateway", "--port", str(ports["gw2"]),
@@ -415,6 +416,7 @@ def write_report(args: argparse.Namespace, report: dict[str, Any], load: tuple[f
         f".venv/bin/python bench/serve_bench.py --duration {args.duration} --repeat {args.repeat} "
         f"--streams {args.streams} --leavers {args.leavers} --chunks {args.chunks} "
         f"--interval-ms {args.interval_ms} --idle {args.idle}"
+        + (f" --gateway-workers {args.gateway_workers}" if args.gateway_workers else "")
     )
     lines = [
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
@@ -535,6 +537,9 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=50, help="chunks per stream")
     parser.add_argument("--interval-ms", type=int, default=200, help="between chunks")
     parser.add_argument("--idle", type=int, default=5000, help="idle keep-alive connections")
+    parser.add_argument(
+        "--gateway-workers", type=int, default=None, help="serve's (default: its own default)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/serve.md")
     benchmark(parser.parse_args())
 
