@@ -1,7 +1,7 @@
-"""`tokenmanager demo`: the whole product in one process on a SQLite file, with the mock
-upstream and 30 days of synthetic history, for a first look. It only ever deletes a data dir it
-created itself (marked by its state file), and keeps its tokens' secrets there, mode 0600, so a
-rerun can print working snippets again.
+"""`tokenmanager demo`: the whole product on a SQLite file (gateway and mock upstream in processes
+of their own), with 30 days of synthetic history, for a first look. It only ever deletes a data
+dir it created itself (marked by its state file), and keeps its tokens' secrets there, mode
+0600, so a rerun can print working snippets again.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -462,17 +464,29 @@ async def _catch_up(
 
 @contextlib.asynccontextmanager
 async def _mock_upstream(port: int) -> AsyncIterator[None]:
-    from aiohttp import web
-
-    from tokenmanager.mock_upstream.app import build_mock_upstream
-
-    runner = web.AppRunner(build_mock_upstream(), access_log=None, handler_cancellation=True)
-    await runner.setup()
-    await web.TCPSite(runner, HOST, port).start()
+    """The mock upstream in a process of its own (`tokenmanager mock-upstream`), so that the
+    control plane's process can slow neither the gateway nor the upstream it calls."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tokenmanager", "mock-upstream", "--host", HOST, "--port", str(port),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
     try:
+        deadline = time.monotonic() + READY_DEADLINE_S
+        while process.returncode is None and time.monotonic() < deadline:
+            try:
+                _, writer = await asyncio.open_connection(HOST, port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            break
+        else:
+            fail("the demo's mock upstream did not start (see the messages above)", EXIT_CONFIG)
         yield
     finally:
-        await runner.cleanup()
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()
 
 
 async def _run(settings: Settings, ports: dict[str, int], banner: str) -> None:
