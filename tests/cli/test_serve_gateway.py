@@ -1,6 +1,7 @@
 """`tokenmanager serve` runs the gateway in processes of its own, and keeps it whole:
 
-- the control plane's process frozen (SIGSTOP): the gateway keeps answering;
+- the control plane's process frozen (SIGSTOP), or busy with exports and detector runs: the
+  gateway keeps answering;
 - Ctrl-C or SIGTERM during load: exit 0, every answered call recorded exactly once; a second
   Ctrl-C cuts a request that would never end;
 - a gateway worker killed (SIGKILL): restarted, and no answered call lost or doubled;
@@ -27,7 +28,7 @@ import pytest
 import sqlalchemy as sa
 from aiohttp import web
 
-from tokenmanager.access.actor import Actor
+from tokenmanager.access.actor import Actor, Role
 from tokenmanager.composition import Services
 from tokenmanager.mock_upstream.app import build_mock_upstream
 from tokenmanager.settings import Settings
@@ -251,6 +252,56 @@ async def test_the_gateway_answers_while_the_control_plane_process_is_frozen(
     assert statuses == [200] * 50
     await stop(serve)
     assert len(await recorded_agents(services, token)) == 51
+
+
+async def test_the_gateway_answers_while_the_control_plane_exports_and_runs_detectors(
+    services: Services,
+    admin: Actor,
+    token: IssuedToken,
+    mock_upstream: str,
+    start_serve: StartServe,
+) -> None:
+    password = "busy admin password 123"
+    await services.users.create(admin, username="busy", password=password, role=Role.ADMIN)
+    serve = await start_serve()
+    gateway_headers = {"X-API-Key": token.token_secret}
+    async with (
+        httpx.AsyncClient(base_url=serve.control_url, timeout=60.0) as control,
+        httpx.AsyncClient(
+            base_url=serve.gateway_url, headers=gateway_headers, timeout=30.0
+        ) as gateway,
+    ):
+        login = await control.post(
+            "/api/auth/login", json={"username": "busy", "password": password}
+        )
+        assert login.status_code == 200, login.text
+        control.cookies.clear()
+        admin_headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        done = asyncio.Event()
+        control_work: list[int] = []
+
+        async def keep_control_plane_busy() -> None:
+            while not done.is_set():
+                export = await control.get(
+                    "/api/usage/export", params={"window": "30d"}, headers=admin_headers
+                )
+                run = await control.post("/api/security/run", headers=admin_headers)
+                control_work.extend((export.status_code, run.status_code))
+
+        async def gateway_calls(worker: int) -> list[int]:
+            return [await call(gateway, f"busy-{worker}-{index}") for index in range(50)]
+
+        busy = [asyncio.create_task(keep_control_plane_busy()) for _ in range(3)]
+        try:
+            statuses = await asyncio.gather(*(gateway_calls(worker) for worker in range(4)))
+        finally:
+            done.set()
+            await asyncio.gather(*busy)
+    assert [status for batch in statuses for status in batch] == [200] * 200
+    assert control_work
+    assert set(control_work) == {200}
+    await stop(serve)
+    assert len(await recorded_agents(services, token)) == 200
 
 
 # -- stopping under load -----------------------------------------------------------------------
