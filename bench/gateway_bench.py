@@ -244,7 +244,8 @@ def benchmark(duration_s: int, repeat: int, out: Path) -> None:
                             "--upstream", upstream_url])  # fmt: skip
         naive = start("naive", [PYTHON, str(ROOT / "bench/naive_proxy.py"),
                       "--port", str(ports["naive"]), "--upstream", upstream_url])  # fmt: skip
-        gateway = start("gateway", [*TOKENMANAGER, "gateway", "--port", str(ports["gateway"])])
+        gateway = start("gateway", [*TOKENMANAGER, "gateway", "--port", str(ports["gateway"]),
+                                    "--workers", "1"])  # fmt: skip
         mock = start("mock", [*TOKENMANAGER, "mock-upstream", "--port", str(ports["mock"])])
         del mock
         targets = {

@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     change_poll_interval_s: float = Field(
         default=0.5, gt=0, le=10, description="How often gateways poll the store for changes."
     )
+    gateway_max_connections: int = Field(
+        default=8_000,
+        ge=1,
+        le=1_000_000,
+        description="Client connections a gateway process is sized for (open-file limit).",
+    )
     # Usage ingestion and retention
     ingest_open: bool = Field(
         default=False,

@@ -3,13 +3,16 @@
 - revocation reaches two gateway processes within 1 s, by polling and through Redis;
 - SIGTERM during a slow request: the request completes, the exit code is 0, the usage row is in;
 - `--workers N`: /metrics on any worker counts every worker's requests;
-- a per-minute rate limit shared through Redis holds across two gateway processes.
+- a per-minute rate limit shared through Redis holds across two gateway processes;
+- `--workers` defaults to the cores; with two workers a burst is recorded exactly once;
+- the open-file limit is raised at start, or one line says what to change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -62,11 +65,19 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
 
 @pytest.fixture
 async def start_gateway(tmp_path: Path, database_url: str) -> AsyncIterator[StartGateway]:
-    """`await start_gateway(name, workers=1, redis_url=None)`: a `tokenmanager gateway` process
-    on a free port, answering /healthz; terminated (then killed) after the test."""
+    """`await start_gateway(name, workers=1, redis_url=None, open_files=None)`: a `tokenmanager
+    gateway` process on a free port (`workers=None`: the default count; `open_files`: its
+    starting soft and hard RLIMIT_NOFILE), answering /healthz; terminated (then killed) after
+    the test."""
     started: list[GatewayProcess] = []
 
-    async def start(name: str, *, workers: int = 1, redis_url: str | None = None) -> GatewayProcess:
+    async def start(
+        name: str,
+        *,
+        workers: int | None = 1,
+        redis_url: str | None = None,
+        open_files: tuple[int, int] | None = None,
+    ) -> GatewayProcess:
         port = free_port()
         env = {
             key: value
@@ -92,12 +103,16 @@ async def start_gateway(tmp_path: Path, database_url: str) -> AsyncIterator[Star
                 "gateway",
                 "--port",
                 str(port),
-                "--workers",
-                str(workers),
+                *(["--workers", str(workers)] if workers is not None else []),
                 stdin=subprocess.DEVNULL,
                 stdout=log_fd,
                 stderr=subprocess.STDOUT,
                 env=env,
+                preexec_fn=(
+                    (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, open_files))
+                    if open_files is not None
+                    else None
+                ),
             )
         finally:
             os.close(log_fd)  # the child has its own copy
@@ -515,3 +530,95 @@ async def test_a_budget_holds_across_two_gateway_processes(
         assert all(started <= crossed_at + STORE_LAG_S for started in late), [
             round(started - crossed_at, 3) for started in late
         ]
+
+
+# -- (e) workers: their default count, and usage recorded across them ------------------------
+
+
+def worker_pids(gateway: GatewayProcess) -> list[int]:
+    """uvicorn's worker processes under a multi-worker gateway (none for one worker)."""
+    pid = gateway.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [
+        int(child)
+        for child in children
+        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+
+
+async def test_workers_default_to_the_number_of_cores(start_gateway: StartGateway) -> None:
+    cores = len(os.sched_getaffinity(0))
+    gateway = await start_gateway("gw-default", workers=None)
+    # uvicorn starts its workers one after the other; the port answers once the first does.
+    deadline = time.monotonic() + STARTUP_DEADLINE_S
+    while len(workers := worker_pids(gateway)) < cores and cores > 1:
+        assert time.monotonic() < deadline, gateway.log()
+        await asyncio.sleep(0.05)
+    assert len(workers) == (cores if cores > 1 else 0)
+    assert f"with {cores} worker(s)" in gateway.log()
+
+
+async def test_a_burst_over_two_workers_is_recorded_exactly_once_after_sigterm(
+    services: Services, admin: Actor, team: str, echo_route: str, start_gateway: StartGateway
+) -> None:
+    token = await issue(services, admin, team)
+    gateway = await start_gateway("gw-two", workers=2)
+    deadline = time.monotonic() + STARTUP_DEADLINE_S
+    while len(worker_pids(gateway)) < 2:
+        assert time.monotonic() < deadline, gateway.log()
+        await asyncio.sleep(0.05)
+    burst = 200
+    limits = httpx.Limits(max_keepalive_connections=0)  # a new connection per call: both serve
+    async with httpx.AsyncClient(
+        base_url=gateway.url, headers=auth(token), timeout=10.0, limits=limits
+    ) as client:
+        answers = await asyncio.gather(
+            *(
+                client.get(f"{echo_route}/{index}", headers={"User-Agent": f"burst-{index}"})
+                for index in range(burst)
+            )
+        )
+    assert [answer.status_code for answer in answers] == [200] * burst
+    gateway.process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(gateway.process.wait(), EXIT_DEADLINE_S) == 0, gateway.log()
+    async with services.database.read() as connection:
+        agents = await connection.execute(
+            sa.select(token_usage_logs.c.user_agent).where(
+                token_usage_logs.c.token_id == token.token.id
+            )
+        )
+        assert sorted(agents.scalars()) == sorted(f"burst-{index}" for index in range(burst))
+
+
+# -- (f) open files ----------------------------------------------------------------------------
+
+
+def soft_open_files_limit(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            return int(line.split()[3])
+    raise AssertionError("no open-files line")
+
+
+async def test_the_open_files_soft_limit_is_raised_to_the_hard_limit(
+    start_gateway: StartGateway,
+) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard < 2048:
+        pytest.skip("needs a finite hard limit of at least 2048 open files")
+    gateway = await start_gateway("gw-files", open_files=(1024, hard))
+    assert soft_open_files_limit(gateway.process.pid) == hard
+    if hard >= 2 * 8_000 + 200:  # enough for the default TOKENMANAGER_GATEWAY_MAX_CONNECTIONS
+        assert "open-file limit" not in gateway.log()
+
+
+async def test_a_hard_limit_too_low_for_the_configured_connections_is_named_in_one_line(
+    start_gateway: StartGateway,
+) -> None:
+    gateway = await start_gateway("gw-few-files", open_files=(1024, 1024))
+    lines = [line for line in gateway.log().splitlines() if "open-file limit" in line]
+    assert len(lines) == 1, gateway.log()
+    (line,) = lines
+    assert "is 1024" in line
+    assert "TOKENMANAGER_GATEWAY_MAX_CONNECTIONS=8000" in line
+    assert "LimitNOFILE=16200" in line

@@ -1,7 +1,7 @@
-"""`tokenmanager demo`: the whole product in one process on a SQLite file, with the mock
-upstream and 30 days of synthetic history, for a first look. It only ever deletes a data dir it
-created itself (marked by its state file), and keeps its tokens' secrets there, mode 0600, so a
-rerun can print working snippets again.
+"""`tokenmanager demo`: the whole product on a SQLite file (gateway and mock upstream in processes
+of their own), with 30 days of synthetic history, for a first look. It only ever deletes a data
+dir it created itself (marked by its state file), and keeps its tokens' secrets there, mode
+0600, so a rerun can print working snippets again.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import os
 import secrets
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -462,47 +464,67 @@ async def _catch_up(
 
 @contextlib.asynccontextmanager
 async def _mock_upstream(port: int) -> AsyncIterator[None]:
-    from aiohttp import web
-
-    from tokenmanager.mock_upstream.app import build_mock_upstream
-
-    runner = web.AppRunner(build_mock_upstream(), access_log=None, handler_cancellation=True)
-    await runner.setup()
-    await web.TCPSite(runner, HOST, port).start()
+    """The mock upstream in a process of its own (`tokenmanager mock-upstream`), so that the
+    control plane's process can slow neither the gateway nor the upstream it calls."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tokenmanager", "mock-upstream", "--host", HOST, "--port", str(port),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
     try:
+        deadline = time.monotonic() + READY_DEADLINE_S
+        while process.returncode is None and time.monotonic() < deadline:
+            try:
+                _, writer = await asyncio.open_connection(HOST, port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            break
+        else:
+            fail("the demo's mock upstream did not start (see the messages above)", EXIT_CONFIG)
         yield
     finally:
-        await runner.cleanup()
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()
 
 
 async def _run(settings: Settings, ports: dict[str, int], banner: str) -> None:
     from tokenmanager.api.app import create_app
-    from tokenmanager.composition import build_gateway_app, build_services
+    from tokenmanager.cli.gateway_process import GatewayProcess, default_gateway_workers
+    from tokenmanager.composition import build_services
 
     servers: list[Any] = []
+    gateway = GatewayProcess(settings, HOST, ports["--gateway-port"], default_gateway_workers())
     stop_requested = asyncio.Event()
-    stop_on_signals(servers, stop_requested)
-    servers += [
-        uvicorn_server(create_app(settings, build_services(settings)), HOST, ports["--port"]),
-        uvicorn_server(
-            build_gateway_app(settings), HOST, ports["--gateway-port"], proxy_headers=False
-        ),
-    ]
+    stop_on_signals(servers, stop_requested, [gateway])
+    servers.append(
+        uvicorn_server(create_app(settings, build_services(settings)), HOST, ports["--port"])
+    )
     async with _mock_upstream(ports["--upstream-port"]):
+        await gateway.start()
+        supervising = asyncio.create_task(gateway.supervise())
         tasks = [asyncio.create_task(server.serve()) for server in servers]
-        deadline = time.monotonic() + READY_DEADLINE_S
-        while not all(server.started for server in servers):
-            if stop_requested.is_set():
-                await asyncio.gather(*tasks)
-                return
-            if any(task.done() for task in tasks) or time.monotonic() > deadline:
-                for server in servers:
-                    server.should_exit = True
-                await asyncio.gather(*tasks, return_exceptions=True)
-                fail("the demo's servers did not start (see the messages above)", EXIT_CONFIG)
-            await asyncio.sleep(0.05)
-        typer.echo(banner)
-        await asyncio.gather(*tasks)
+        try:
+            ready = await gateway.wait_ready(READY_DEADLINE_S)
+            deadline = time.monotonic() + READY_DEADLINE_S
+            while ready and not stop_requested.is_set():
+                if all(server.started for server in servers):
+                    break
+                if any(task.done() for task in tasks) or time.monotonic() > deadline:
+                    ready = False
+                await asyncio.sleep(0.05)
+            if not stop_requested.is_set():
+                if not ready:
+                    for server in servers:
+                        server.should_exit = True
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    fail("the demo's servers did not start (see the messages above)", EXIT_CONFIG)
+                typer.echo(banner)
+            await asyncio.gather(*tasks)
+        finally:
+            gateway.stop()  # also when the control plane ended on its own
+            await supervising
 
 
 def _demo_settings(data_dir: Path | None) -> Settings:

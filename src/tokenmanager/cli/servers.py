@@ -1,4 +1,5 @@
-"""The long-running commands: `serve` (control plane and gateway), `gateway`, `mock-upstream`."""
+"""The long-running commands: `serve` (control plane, gateway in child processes), `gateway`,
+`mock-upstream`."""
 
 from __future__ import annotations
 
@@ -8,14 +9,19 @@ import functools
 import logging
 import signal
 import socket
-from collections.abc import Iterator
-from typing import Annotated, Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from tokenmanager.cli.output import EXIT_CONFIG, exit_code_for, fail, stdout
 from tokenmanager.errors import ConfigurationError, TokenManagerError
 from tokenmanager.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from tokenmanager.cli.gateway_process import GatewayProcess
+
+GATEWAY_READY_DEADLINE_S = 60
 
 
 def exit_cleanly_after_signals() -> None:
@@ -106,9 +112,12 @@ def _signal_free_server_class() -> type:
     return SignalFreeServer
 
 
-def stop_on_signals(servers: list[Any], stopping: asyncio.Event) -> None:
+def stop_on_signals(
+    servers: list[Any], stopping: asyncio.Event, gateways: Sequence[GatewayProcess] = ()
+) -> None:
     """Ctrl-C or SIGTERM sets `stopping` and asks every server in `servers` (also those added
-    later) to finish its in-flight requests and stop; a second Ctrl-C stops them at once."""
+    later) and every gateway process to finish its in-flight requests and stop; a second Ctrl-C
+    stops them at once."""
     loop = asyncio.get_running_loop()
 
     def on_signal(signum: int) -> None:
@@ -117,6 +126,8 @@ def stop_on_signals(servers: list[Any], stopping: asyncio.Event) -> None:
         for server in servers:
             server.should_exit = True
             server.force_exit = server.force_exit or hurry
+        for gateway_process in gateways:
+            gateway_process.stop(force=hurry)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
@@ -126,6 +137,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Address both planes listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Control-plane port.")] = 8000,
     gateway_port: Annotated[int, typer.Option(min=1, max=65535, help="Gateway port.")] = 8787,
+    gateway_workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=64, help="Gateway worker processes (default: half the cores, at least 1)."
+        ),
+    ] = None,
     no_gateway: Annotated[
         bool, typer.Option("--no-gateway", help="Run the control plane only.")
     ] = False,
@@ -133,47 +150,82 @@ def serve(
         bool, typer.Option("--migrate", help="Upgrade the schema first instead of refusing.")
     ] = False,
 ) -> None:
-    """Run the control plane (admin API) and the gateway in one process."""
+    """Run the control plane (admin API) and, in processes of its own, the gateway."""
     from tokenmanager.api.app import create_app
-    from tokenmanager.composition import build_gateway_app, build_services
+    from tokenmanager.cli.gateway_process import GatewayProcess, default_gateway_workers
+    from tokenmanager.composition import build_services
+    from tokenmanager.gateway.server import raise_open_file_limit
 
     settings = _settings()
     _prepare_database(settings, run_migrations)
     check_port_free(host, port, "--port")
     if not no_gateway:
         check_port_free(host, gateway_port, "--gateway-port")
+    raise_open_file_limit(settings.gateway_max_connections)  # the gateway inherits it
     try:
         servers = [uvicorn_server(create_app(settings, build_services(settings)), host, port)]
-        if not no_gateway:
-            servers.append(
-                uvicorn_server(build_gateway_app(settings), host, gateway_port, proxy_headers=False)
-            )
     except ConfigurationError as exc:
         fail(exc.message, EXIT_CONFIG)
-    stdout.print(f"Control plane on http://{host}:{port} (API docs at /docs)")
-    if not no_gateway:
-        stdout.print(f"Gateway on http://{host}:{gateway_port}")
-    asyncio.run(_serve_all(servers))
+    workers = gateway_workers or default_gateway_workers()
+    gateways = [] if no_gateway else [GatewayProcess(settings, host, gateway_port, workers)]
+    if asyncio.run(_serve_all(servers, gateways, host, port)) != 0:
+        raise typer.Exit(1)
 
 
-async def _serve_all(servers: list[Any]) -> None:
-    stop_on_signals(servers, asyncio.Event())
-    await asyncio.gather(*(server.serve() for server in servers))
+async def _serve_all(
+    servers: list[Any], gateways: list[GatewayProcess], host: str, port: int
+) -> int:
+    """Serve until a signal; 0 if every gateway process also stopped cleanly."""
+    stopping = asyncio.Event()
+    stop_on_signals(servers, stopping, gateways)
+    for gateway_process in gateways:
+        await gateway_process.start()
+    supervising = [asyncio.create_task(g.supervise()) for g in gateways]
+    try:
+        for gateway_process in gateways:
+            if not await gateway_process.wait_ready(GATEWAY_READY_DEADLINE_S):
+                if stopping.is_set():
+                    return 0
+                fail("the gateway did not start (see the messages above)", EXIT_CONFIG)
+        stdout.print(f"Control plane on http://{host}:{port} (API docs at /docs)")
+        for gateway_process in gateways:
+            stdout.print(
+                f"Gateway on http://{gateway_process.host}:{gateway_process.port} "
+                f"with {gateway_process.workers} worker(s)"
+            )
+        await asyncio.gather(*(server.serve() for server in servers))
+    finally:
+        for gateway_process in gateways:
+            gateway_process.stop()  # also when the control plane ended on its own
+        returncodes = await asyncio.gather(*supervising)
+    if any(returncodes):
+        logging.getLogger(__name__).warning("the gateway stopped with exit code %s", returncodes)
+    return 1 if any(returncodes) else 0
 
 
 def gateway(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Gateway port.")] = 8787,
-    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Worker processes (default: the number of cores)."),
+    ] = None,
 ) -> None:
     """Run the gateway alone (several worker processes share the port)."""
     import uvicorn
 
-    from tokenmanager.gateway.server import GRACEFUL_SHUTDOWN_S, multiprocess_metrics_dir
+    from tokenmanager.cli.gateway_process import available_cores
+    from tokenmanager.gateway.server import (
+        GRACEFUL_SHUTDOWN_S,
+        multiprocess_metrics_dir,
+        raise_open_file_limit,
+    )
 
     settings = _settings()
     _prepare_database(settings, run_migrations=False)
     check_port_free(host, port, "--port")
+    workers = workers or available_cores()
+    raise_open_file_limit(settings.gateway_max_connections)  # the workers inherit it
     exit_cleanly_after_signals()
     stdout.print(f"Gateway on http://{host}:{port} with {workers} worker(s)")
     if workers == 1:
