@@ -4,6 +4,8 @@
                "fields": [{"field": "name", "message": "..."}]}}
 
 `fields` appears only for validation errors. No stack trace or secret ever reaches a body.
+`error_responses(...)` documents that shape in the OpenAPI document for the statuses a router
+can answer with, so each router lists its failures once.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tokenmanager.errors import (
@@ -49,6 +52,48 @@ _STATUS_BY_ERROR: dict[type[TokenManagerError], int] = {
     PermissionDeniedError: 403,
     SchemaNotReadyError: 503,
 }
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    code: str
+    message: str
+    fields: list[FieldError] | None = None
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request",
+    401: "Not signed in, or the credential is wrong",
+    403: "Signed in, but not allowed (role, or a missing CSRF token)",
+    404: "No such object, or not one the caller may see",
+    409: "Conflicts with an existing object",
+    413: "Body too large",
+    422: "Invalid input: `fields` names each bad field",
+    429: "Too many requests: retry after `Retry-After` seconds",
+    503: "Not ready (database unreachable or not migrated) or overloaded",
+}
+# What any signed-in operation can answer: no or a bad session (401), a role or CSRF refusal
+# (403), an object not found (404), a clash (409), bad input (422), a database not migrated (503).
+SIGNED_IN_ERRORS = (401, 403, 404, 409, 422, 503)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entry documenting `statuses` with the one error shape."""
+    return {
+        status: {"model": ErrorBody, "description": _DESCRIPTIONS.get(status, "Error")}
+        for status in statuses
+    }
 
 
 def error_response(

@@ -1,11 +1,13 @@
 """Shared pieces of the API's request models: strict bodies (unknown fields are refused, so
-nothing like `token_hash` can be mass-assigned) and UTC handling of datetimes."""
+nothing like `token_hash` can be mass-assigned), UTC handling of datetimes, and the bounds of
+object ids in paths and queries (a 21-digit id is a 422, never a database overflow)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Annotated
 
+from fastapi import Path, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
@@ -14,9 +16,21 @@ class StrictBody(BaseModel):
 
 
 def _as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 has no UTC time: bad input, not a crash
+        raise ValueError("out of range") from None
 
 
 UTCDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Description = Annotated[str, Field(max_length=2000)]
+
+# Ids are positive BIGINTs (INTEGER on SQLite): anything larger cannot name a row, and the
+# databases refuse to compare with it (an overflow, not a miss).
+MAX_ID = 2**63 - 1
+ObjectId = Annotated[int, Path(ge=1, le=MAX_ID)]
+ObjectIdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+# Offsets past a million rows are not a page anyone reads; bounded, they stay a plain OFFSET.
+MAX_OFFSET = 1_000_000
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
