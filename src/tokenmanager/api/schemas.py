@@ -4,15 +4,27 @@ object ids in paths and queries (a 21-digit id is a 422, never a database overfl
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Path, Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from tokenmanager.ids import MAX_ID
+
+_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
 
 
 class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+def _iso_only(value: object) -> object:
+    # The document promises an ISO-8601 date-time; pydantic would also take 0.5 as a Unix time.
+    if isinstance(value, int | float) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("not an ISO-8601 date-time")
+    return value
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -22,13 +34,10 @@ def _as_utc(value: datetime) -> datetime:
         raise ValueError("out of range") from None
 
 
-UTCDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+UTCDatetime = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_as_utc)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Description = Annotated[str, Field(max_length=2000)]
 
-# Ids are positive BIGINTs (INTEGER on SQLite): anything larger cannot name a row, and the
-# databases refuse to compare with it (an overflow, not a miss).
-MAX_ID = 2**63 - 1
 ObjectId = Annotated[int, Path(ge=1, le=MAX_ID)]
 ObjectIdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 # Offsets past a million rows are not a page anyone reads; bounded, they stay a plain OFFSET.

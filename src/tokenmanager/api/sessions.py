@@ -21,9 +21,10 @@ from tokenmanager.api.errors import error_response, error_responses
 from tokenmanager.api.schemas import StrictBody
 from tokenmanager.users.service import LoginThrottledError
 
-# 401: wrong password or no session; 403: no CSRF token; 429: login throttled.
+# 400: a body that is not JSON; 401: wrong password or no session; 403: no CSRF token;
+# 429: login throttled.
 router = APIRouter(
-    prefix="/api/auth", tags=["auth"], responses=error_responses(401, 403, 422, 429, 503)
+    prefix="/api/auth", tags=["auth"], responses=error_responses(400, 401, 403, 422, 429, 503)
 )
 
 
