@@ -89,6 +89,7 @@ async def test_schemathesis_finds_no_failure(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""},
+            cwd=tmp_path,  # its cache directory stays out of the work tree
         )
         output, _ = await schemathesis.communicate()
     report = output.decode(errors="replace")
