@@ -39,7 +39,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -238,7 +238,8 @@ async def _measure_existing(server: str, name: str, repeat: int) -> dict[str, An
 
 def _print_result(label: str, result: dict[str, Any]) -> None:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"security detectors, {label}, {datetime.now():%Y-%m-%d %H:%M}, load average {load}")
+    now = datetime.now(UTC)
+    print(f"security detectors, {label}, {now:%Y-%m-%d %H:%M} UTC, load average {load}")
     for key, value in result.items():
         print(f"  {key}: {value}")
 

@@ -85,7 +85,7 @@ def open_fds(pids: list[int]) -> int:
     total = 0
     for pid in pids:
         try:
-            total += len(os.listdir(f"/proc/{pid}/fd"))
+            total += sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
         except OSError:
             continue
     return total

@@ -24,6 +24,7 @@ from tokenmanager.testing import (
 POSTGRES_URL = os.environ.get("TOKENMANAGER_TEST_POSTGRES_URL")
 ADMIN_PASSWORD = "admin password 123"
 VIEWER_PASSWORD = "viewer password 123"
+MEMBER_PASSWORD = "member password 123"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -127,3 +128,17 @@ async def viewer_headers(
         admin, username="victor", password=VIEWER_PASSWORD, role=Role.VIEWER, team_ids=["team-a"]
     )
     return await sign_in(app_client, "victor", VIEWER_PASSWORD)
+
+
+@pytest.fixture
+async def member_headers(
+    services: Services, admin: Actor, app_client: httpx.AsyncClient
+) -> dict[str, str]:
+    """A member of team `team-a` (created here, with `team-b` beside it)."""
+    for team_id in ("team-a", "team-b"):
+        if await services.teams.read(admin, team_id) is None:
+            await services.teams.create(admin, team_id=team_id, name=team_id.upper())
+    await services.users.create(
+        admin, username="mona", password=MEMBER_PASSWORD, role=Role.MEMBER, team_ids=["team-a"]
+    )
+    return await sign_in(app_client, "mona", MEMBER_PASSWORD)

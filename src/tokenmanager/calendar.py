@@ -19,7 +19,7 @@ UTC_ZONE = ZoneInfo("UTC")
 def _local_midnight(year: int, month: int, day: int, zone: ZoneInfo) -> datetime:
     """The UTC instant at which the local date starts: the earlier one when midnight happens
     twice (clocks set back to 00:00), and the end of the gap when a DST jump skips it."""
-    naive = datetime(year, month, day)
+    naive = datetime(year, month, day)  # noqa: DTZ001 - a local wall time, zoned below
     candidates = [naive.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1)]
     # A skipped wall time converts with one of the two offsets to an instant of the day
     # before: keep only instants that are on or after the local midnight.

@@ -248,7 +248,7 @@ class _TomlFileSource(PydanticBaseSettingsSource):
         if not path:
             return {}
         try:
-            with open(path, "rb") as config_file:
+            with Path(path).open("rb") as config_file:
                 values = tomllib.load(config_file)
         except FileNotFoundError as exc:
             raise ConfigurationError(f"config file {path} (TOKENMANAGER_CONFIG) not found") from exc

@@ -381,18 +381,18 @@ async def test_viewer_lists_only_their_teams_tokens(
     assert filtered == []
 
 
-async def test_viewer_manages_their_own_teams_tokens(
-    app_client: Client, viewer_headers: Headers
+async def test_member_manages_their_own_teams_tokens(
+    app_client: Client, member_headers: Headers
 ) -> None:
-    issued = await issue(app_client, viewer_headers, team_id="team-a")
+    issued = await issue(app_client, member_headers, team_id="team-a")
     path = f"/api/tokens/{issued['id']}"
 
-    assert (await app_client.get(path, headers=viewer_headers)).status_code == 200
-    patched = await app_client.patch(path, json={"name": "renamed"}, headers=viewer_headers)
+    assert (await app_client.get(path, headers=member_headers)).status_code == 200
+    patched = await app_client.patch(path, json={"name": "renamed"}, headers=member_headers)
     assert patched.status_code == 200
-    assert (await app_client.post(path + "/rotate", headers=viewer_headers)).status_code == 200
-    assert (await app_client.post(path + "/revoke", headers=viewer_headers)).status_code == 200
-    assert (await app_client.delete(path, headers=viewer_headers)).status_code == 204
+    assert (await app_client.post(path + "/rotate", headers=member_headers)).status_code == 200
+    assert (await app_client.post(path + "/revoke", headers=member_headers)).status_code == 200
+    assert (await app_client.delete(path, headers=member_headers)).status_code == 204
 
 
 async def test_viewer_cannot_issue_for_another_team(
@@ -435,13 +435,13 @@ async def test_viewer_gets_404_for_another_teams_token(
     assert read == without_secret(team_b_token)
 
 
-async def test_viewer_cannot_move_a_token_to_another_team(
-    app_client: Client, admin_headers: Headers, viewer_headers: Headers
+async def test_member_cannot_move_a_token_to_another_team(
+    app_client: Client, admin_headers: Headers, member_headers: Headers
 ) -> None:
-    own = await issue(app_client, viewer_headers, team_id="team-a")
+    own = await issue(app_client, member_headers, team_id="team-a")
 
     answer = await app_client.patch(
-        f"/api/tokens/{own['id']}", json={"team_id": "team-b"}, headers=viewer_headers
+        f"/api/tokens/{own['id']}", json={"team_id": "team-b"}, headers=member_headers
     )
 
     expect_error(answer, 422, "team_id")

@@ -401,7 +401,7 @@ async def test_token_usage_limit_over_the_cap_gets_422(
     expect_error(await app_client.get(f"{path}?offset=-1", headers=admin_headers), 422, "offset")
 
 
-# GET /api/usage/token/{id}
+# GET /api/usage/token/{id}  # noqa: ERA001 - a section heading, not code
 
 
 async def test_token_usage_has_the_seed_shape_and_figures(

@@ -252,6 +252,12 @@ def test_user_create_list_update_delete_with_password_from_stdin(cli: Cli, team:
     assert {"alice", "victor"} <= set(re.findall(r'"username": "(\w+)"', listed.stdout))
     assert "argon2" not in listed.stdout
 
+    member = cli.json(
+        "user", "create", "mona", "--role", "member", "-t", team, "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )  # fmt: skip
+    assert (member["role"], member["team_ids"]) == ("member", [team])
+
     promoted = cli.json("user", "update", "victor", "--role", "admin")
     assert promoted["role"] == "admin"
     deleted = cli("user", "delete", "victor")

@@ -90,25 +90,40 @@ async def test_viewer_sees_only_their_teams_findings(
     assert other["findings"] == []
 
 
-async def test_acknowledge_and_resolve_are_audited_and_scoped(
+async def test_a_viewer_reads_but_cannot_acknowledge_or_resolve_their_teams_findings(
     app_client: httpx.AsyncClient,
     admin_headers: dict[str, str],
     viewer_headers: dict[str, str],
     two_team_findings: dict[str, int],
 ) -> None:
     findings = (await _findings(app_client, admin_headers, kind="revoked_token_use"))["findings"]
+    own = next(f["id"] for f in findings if f["team_id"] == "team-a")
+    path = f"/api/security/findings/{own}"
+    assert (await app_client.get(path, headers=viewer_headers)).status_code == 200
+    for action in ("acknowledge", "resolve"):
+        expect_error(await app_client.post(f"{path}/{action}", headers=viewer_headers), 403)
+    assert (await app_client.get(path, headers=admin_headers)).json()["status"] == "open"
+
+
+async def test_acknowledge_and_resolve_are_audited_and_scoped(
+    app_client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    member_headers: dict[str, str],
+    two_team_findings: dict[str, int],
+) -> None:
+    findings = (await _findings(app_client, admin_headers, kind="revoked_token_use"))["findings"]
     by_team = {f["team_id"]: f["id"] for f in findings}
 
     hidden = await app_client.post(
-        f"/api/security/findings/{by_team['team-b']}/acknowledge", headers=viewer_headers
+        f"/api/security/findings/{by_team['team-b']}/acknowledge", headers=member_headers
     )
     expect_error(hidden, 404)
     acknowledged = await app_client.post(
-        f"/api/security/findings/{by_team['team-a']}/acknowledge", headers=viewer_headers
+        f"/api/security/findings/{by_team['team-a']}/acknowledge", headers=member_headers
     )
     assert acknowledged.status_code == 200, acknowledged.text
     assert acknowledged.json()["status"] == "acknowledged"
-    assert acknowledged.json()["status_changed_by"] == "victor"
+    assert acknowledged.json()["status_changed_by"] == "mona"
     resolved = await app_client.post(
         f"/api/security/findings/{by_team['team-a']}/resolve", headers=admin_headers
     )
@@ -123,7 +138,7 @@ async def test_acknowledge_and_resolve_are_audited_and_scoped(
     entries = await audit_entries(app_client, admin_headers, target_type="security_finding")
     assert [(e["action"], e["actor"]) for e in entries] == [
         ("security.finding.resolve", "alice"),
-        ("security.finding.acknowledge", "victor"),
+        ("security.finding.acknowledge", "mona"),
     ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tokenmanager.errors import SchemaNotReadyError
 from tokenmanager.storage import migrate
 from tokenmanager.storage.engine import create_engine
-from tokenmanager.storage.schema import metadata
+from tokenmanager.storage.schema import metadata, users
 from tokenmanager.testing import PostgresDatabases
 
 
@@ -118,3 +119,33 @@ async def test_sqlite_foreign_keys_are_back_on_after_a_migration(tmp_path: Path)
         await migrate.upgrade(engine)
         async with engine.connect() as connection:
             assert (await connection.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+
+
+async def test_migration_0009_turns_viewers_into_members_and_back(
+    empty_engine: AsyncEngine,
+) -> None:
+    await migrate.upgrade(empty_engine, "0006")
+    now = datetime.now(UTC)
+    async with empty_engine.begin() as connection:
+        await connection.execute(
+            users.insert(),
+            [
+                {
+                    "username": name,
+                    "password_hash": "x",
+                    "role": role,
+                    "created_at": now,
+                }
+                for name, role in (("ada", "admin"), ("vic", "viewer"))
+            ],
+        )
+
+    async def roles() -> dict[str, str]:
+        async with empty_engine.connect() as connection:
+            rows = await connection.execute(sa.select(users.c.username, users.c.role))
+            return {row.username: row.role for row in rows}
+
+    await migrate.upgrade(empty_engine)
+    assert await roles() == {"ada": "admin", "vic": "member"}
+    await migrate.downgrade(empty_engine, "0006")
+    assert await roles() == {"ada": "admin", "vic": "viewer"}

@@ -61,6 +61,10 @@ def viewer_of(*team_ids: str) -> Actor:
     return Actor(name="victor", role=Role.VIEWER, team_ids=frozenset(team_ids))
 
 
+def member_of(*team_ids: str) -> Actor:
+    return Actor(name="mona", role=Role.MEMBER, team_ids=frozenset(team_ids))
+
+
 async def issue(
     services: Services, actor: Actor, team_id: str = TEAM_A, **fields: Any
 ) -> IssuedToken:
@@ -346,16 +350,35 @@ async def test_viewer_gets_not_found_for_another_teams_token(
     assert await services.tokens.read(admin, other.token.id) == other.token
 
 
-async def test_viewer_cannot_issue_into_or_move_tokens_to_another_team(
+async def test_member_cannot_issue_into_or_move_tokens_to_another_team(
+    services: Services, admin: Actor
+) -> None:
+    member = member_of(TEAM_A)
+    with pytest.raises(NotFoundError):
+        await issue(services, member, team_id=TEAM_B)
+    own = await issue(services, member, team_id=TEAM_A)
+    with pytest.raises(InvalidInputError) as caught:
+        await services.tokens.update(member, own.token.id, {"team_id": TEAM_B})
+    assert caught.value.field == "team_id"
+
+
+async def test_viewer_reads_but_cannot_change_their_own_teams_tokens(
     services: Services, admin: Actor
 ) -> None:
     viewer = viewer_of(TEAM_A)
-    with pytest.raises(NotFoundError):
-        await issue(services, viewer, team_id=TEAM_B)
-    own = await issue(services, viewer, team_id=TEAM_A)
-    with pytest.raises(InvalidInputError) as caught:
-        await services.tokens.update(viewer, own.token.id, {"team_id": TEAM_B})
-    assert caught.value.field == "team_id"
+    own = await issue(services, admin, team_id=TEAM_A)
+    assert await services.tokens.read(viewer, own.token.id) == own.token
+    with pytest.raises(PermissionDeniedError):
+        await issue(services, viewer, team_id=TEAM_A)
+    for change in (
+        lambda: services.tokens.update(viewer, own.token.id, {"name": "renamed"}),
+        lambda: services.tokens.rotate(viewer, own.token.id),
+        lambda: services.tokens.revoke(viewer, own.token.id),
+        lambda: services.tokens.delete(viewer, own.token.id),
+    ):
+        with pytest.raises(PermissionDeniedError):
+            await change()
+    assert await services.tokens.read(admin, own.token.id) == own.token
 
 
 # Teams

@@ -195,7 +195,7 @@ def test_a_torn_last_line_is_skipped_and_counted(root: Path, open_spool: OpenSpo
     spool.close()  # keeps the directory: it still holds events
     (segment_path,) = segment_files(root)
     whole_line = json.dumps(make_events(1)[0].to_json())
-    with open(segment_path, "a", encoding="utf-8") as segment:
+    with segment_path.open("a", encoding="utf-8") as segment:
         segment.write(whole_line[: len(whole_line) // 2])  # the crash hit mid-write
 
     restarted = open_spool()

@@ -37,6 +37,7 @@ CHROMIUM_ARGS = [
 ]
 ADMIN = ("alice", "admin password 123")
 VIEWER = ("victor", "viewer password 123")
+MEMBER = ("mona", "member password 123")
 DEADLINE_S = 15.0
 
 
@@ -55,7 +56,8 @@ async def control_plane(settings: Settings, services: Services) -> AsyncIterator
 
 @pytest.fixture
 async def users(services: Services, admin: Actor) -> dict[str, tuple[str, str]]:
-    """`alice` (admin) and `victor` (viewer of team-a); teams team-a and team-b."""
+    """`alice` (admin), `victor` (viewer of team-a) and `mona` (member of team-a); teams team-a
+    and team-b."""
     for team_id in ("team-a", "team-b"):
         if await services.teams.read(admin, team_id) is None:
             await services.teams.create(admin, team_id=team_id, name=f"Team {team_id[-1].upper()}")
@@ -63,7 +65,10 @@ async def users(services: Services, admin: Actor) -> dict[str, tuple[str, str]]:
     await services.users.create(
         admin, username=VIEWER[0], password=VIEWER[1], role=Role.VIEWER, team_ids=["team-a"]
     )
-    return {"admin": ADMIN, "viewer": VIEWER}
+    await services.users.create(
+        admin, username=MEMBER[0], password=MEMBER[1], role=Role.MEMBER, team_ids=["team-a"]
+    )
+    return {"admin": ADMIN, "viewer": VIEWER, "member": MEMBER}
 
 
 def usage_event(

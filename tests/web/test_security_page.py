@@ -283,7 +283,7 @@ async def test_admin_acknowledges_and_resolves_with_audit_and_csrf(
     watch.assert_clean()
 
 
-async def test_viewer_sees_and_acts_on_only_their_teams_findings(
+async def test_member_sees_and_acts_on_only_their_teams_findings(
     browser: Any,
     control_plane: str,
     users: dict[str, tuple[str, str]],
@@ -292,7 +292,7 @@ async def test_viewer_sees_and_acts_on_only_their_teams_findings(
 ) -> None:
     context = await open_context(browser, control_plane, watch)
     page = await context.new_page()
-    await sign_in(page, *users["viewer"])
+    await sign_in(page, *users["member"])
     for language in ("en", "zh-TW"):
         await goto(page, f"/security?lang={language}&status=all")
         await wait_for_charts(page)

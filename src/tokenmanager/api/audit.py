@@ -9,10 +9,13 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from tokenmanager.api.auth import ActorDep, ServicesDep
-from tokenmanager.api.schemas import UTCDatetime
+from tokenmanager.api.errors import SIGNED_IN_ERRORS, error_responses
+from tokenmanager.api.schemas import Offset, UTCDatetime
 from tokenmanager.errors import InvalidInputError
 
-router = APIRouter(prefix="/api/audit", tags=["audit"])
+router = APIRouter(
+    prefix="/api/audit", tags=["audit"], responses=error_responses(*SIGNED_IN_ERRORS)
+)
 
 
 class AuditEntryOut(BaseModel):
@@ -38,7 +41,7 @@ async def list_audit_entries(
     since: UTCDatetime | None = None,
     until: UTCDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[AuditEntryOut]:
     if since and until and since >= until:
         raise InvalidInputError("since", "must be before until")

@@ -4,6 +4,8 @@
                "fields": [{"field": "name", "message": "..."}]}}
 
 `fields` appears only for validation errors. No stack trace or secret ever reaches a body.
+`error_responses(...)` documents that shape in the OpenAPI document for the statuses a router
+can answer with, so each router lists its failures once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from tokenmanager.errors import (
     ConflictError,
@@ -49,6 +53,49 @@ _STATUS_BY_ERROR: dict[type[TokenManagerError], int] = {
     PermissionDeniedError: 403,
     SchemaNotReadyError: 503,
 }
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    status: int
+    code: str
+    message: str
+    fields: list[FieldError] | None = None
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+_DESCRIPTIONS = {
+    400: "Malformed request",
+    401: "Not signed in, or the credential is wrong",
+    403: "Signed in, but not allowed (role, or a missing CSRF token)",
+    404: "No such object, or not one the caller may see",
+    409: "Conflicts with an existing object",
+    413: "Body too large",
+    422: "Invalid input: `fields` names each bad field",
+    429: "Too many requests: retry after `Retry-After` seconds",
+    503: "Not ready (database unreachable or not migrated) or overloaded",
+}
+# What any signed-in operation can answer: a body that is not JSON (400), no or a bad session
+# (401), a role or CSRF refusal (403), an object not found (404), a clash (409), bad input (422),
+# a database not migrated (503).
+SIGNED_IN_ERRORS = (400, 401, 403, 404, 409, 422, 503)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entry documenting `statuses` with the one error shape."""
+    return {
+        status: {"model": ErrorBody, "description": _DESCRIPTIONS.get(status, "Error")}
+        for status in statuses
+    }
 
 
 def error_response(
@@ -102,7 +149,27 @@ async def _on_domain_error(request: Request, exc: Exception) -> JSONResponse:
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     message = exc.detail if isinstance(exc.detail, str) else _CODES.get(exc.status_code, "error")
-    return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+    return error_response(exc.status_code, message, headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path. Starlette's own 405 names only the first
+    route that matched the path, so a path with GET and POST in two handlers said `Allow: POST`.
+    Asked method by method, since included routers nest their routes."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    )
+
+
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 async def _on_unexpected_error(request: Request, exc: Exception) -> JSONResponse:

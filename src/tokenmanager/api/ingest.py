@@ -7,17 +7,25 @@ ingestion. Accepted records go through the same recorder as the gateway's calls.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from tokenmanager.api.auth import ServicesDep
-from tokenmanager.api.errors import error_response
+from tokenmanager.api.errors import FieldError, error_response, error_responses
 from tokenmanager.clock import utcnow
 from tokenmanager.composition import Services
 from tokenmanager.usage.ingest import IngestError, parse_usage_record
 
-router = APIRouter(prefix="/api/usage-log", tags=["usage ingestion"])
+# 401: no or a wrong ingest key; 413: body or batch too large; 422: a bad record;
+# 503: the usage queue is full (Retry-After).
+router = APIRouter(
+    prefix="/api/usage-log",
+    tags=["usage ingestion"],
+    responses=error_responses(401, 413, 422, 503),
+)
 
 SINGLE_RECORD_MAX_BYTES = 64 * 1024
 EXAMPLE_RECORD = {
@@ -34,6 +42,22 @@ EXAMPLE_RECORD = {
     "prompt_tokens": 1200,
     "completion_tokens": 350,
 }
+
+
+class UsageLogged(BaseModel):
+    status: Literal["logged"]
+    event_id: str
+
+
+class RejectedRecord(BaseModel):
+    index: int
+    fields: list[FieldError]
+
+
+class BatchLogged(BaseModel):
+    accepted: int
+    rejected: int
+    errors: list[RejectedRecord]
 
 
 async def require_ingest_key(request: Request, services: ServicesDep) -> None:
@@ -74,10 +98,7 @@ def _record(services: Services, event: Any) -> None:
 
 @router.post(
     "",
-    responses={
-        401: {"description": "No or a wrong ingest key"},
-        422: {"description": "Bad record"},
-    },
+    response_model=UsageLogged,
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -85,7 +106,9 @@ def _record(services: Services, event: Any) -> None:
         }
     },
 )
-async def log_usage(request: Request, _: IngestKeyDep, services: ServicesDep) -> Any:
+async def log_usage(
+    request: Request, _: IngestKeyDep, services: ServicesDep
+) -> UsageLogged | JSONResponse:
     """Record one call made through an external gateway (the seed's body). An LLM call may add
     `model`, `prompt_tokens`, `completion_tokens`, `cached_prompt_tokens`, `reasoning_tokens`
     and `usage_source`; its cost is computed now, from today's prices, and kept."""
@@ -101,11 +124,13 @@ async def log_usage(request: Request, _: IngestKeyDep, services: ServicesDep) ->
     except IngestError as exc:
         return error_response(422, f"invalid usage record: {exc}", fields=exc.fields)
     _record(services, event)
-    return {"status": "logged", "event_id": event.event_id}
+    return UsageLogged(status="logged", event_id=event.event_id)
 
 
-@router.post("/batch", responses={413: {"description": "Batch too large"}})
-async def log_usage_batch(request: Request, _: IngestKeyDep, services: ServicesDep) -> Any:
+@router.post("/batch", response_model=BatchLogged)
+async def log_usage_batch(
+    request: Request, _: IngestKeyDep, services: ServicesDep
+) -> BatchLogged | JSONResponse:
     """Record many calls: a JSON array, or NDJSON (`Content-Type: application/x-ndjson`, one
     record per line). Good records are accepted even when others are rejected."""
     settings = services.settings
@@ -137,23 +162,25 @@ async def log_usage_batch(request: Request, _: IngestKeyDep, services: ServicesD
     now = utcnow()
     prices = (await services.prices.current()).prices  # one table for the whole batch
     accepted = 0
-    errors: list[dict[str, Any]] = []
+    errors: list[RejectedRecord] = []
     for index, item in enumerate(items):
         if item is _UNPARSABLE:
-            errors.append(
-                {"index": index, "fields": [{"field": "body", "message": "invalid JSON"}]}
-            )
+            errors.append(_rejected(index, [{"field": "body", "message": "invalid JSON"}]))
             continue
         try:
             event = parse_usage_record(item, now, prices)
         except IngestError as exc:
-            errors.append({"index": index, "fields": exc.fields})
+            errors.append(_rejected(index, exc.fields))
             continue
         if services.recorder.record(event):
             accepted += 1
         else:
-            errors.append({"index": index, "fields": [{"field": "body", "message": "queue full"}]})
-    return {"accepted": accepted, "rejected": len(errors), "errors": errors}
+            errors.append(_rejected(index, [{"field": "body", "message": "queue full"}]))
+    return BatchLogged(accepted=accepted, rejected=len(errors), errors=errors)
+
+
+def _rejected(index: int, fields: list[dict[str, str]]) -> RejectedRecord:
+    return RejectedRecord(index=index, fields=[FieldError(**field) for field in fields])
 
 
 _UNPARSABLE = object()

@@ -8,10 +8,13 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from tokenmanager.api.auth import ActorDep, ServicesDep
-from tokenmanager.api.schemas import Name, StrictBody
+from tokenmanager.api.errors import SIGNED_IN_ERRORS, error_responses
+from tokenmanager.api.schemas import Name, ObjectId, StrictBody
 from tokenmanager.ingest_keys.models import IngestKey
 
-router = APIRouter(prefix="/api/ingest-keys", tags=["ingest keys"])
+router = APIRouter(
+    prefix="/api/ingest-keys", tags=["ingest keys"], responses=error_responses(*SIGNED_IN_ERRORS)
+)
 
 
 class IngestKeyCreate(StrictBody):
@@ -58,6 +61,6 @@ async def list_ingest_keys(actor: ActorDep, services: ServicesDep) -> list[Inges
 
 
 @router.delete("/{key_id}", status_code=204)
-async def delete_ingest_key(key_id: int, actor: ActorDep, services: ServicesDep) -> Response:
+async def delete_ingest_key(key_id: ObjectId, actor: ActorDep, services: ServicesDep) -> Response:
     await services.ingest_keys.delete(actor, key_id)
     return Response(status_code=204)

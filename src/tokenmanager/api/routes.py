@@ -10,7 +10,8 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from tokenmanager.api.auth import ActorDep, ServicesDep
-from tokenmanager.api.schemas import Description, StrictBody
+from tokenmanager.api.errors import SIGNED_IN_ERRORS, error_responses
+from tokenmanager.api.schemas import Description, ObjectId, StrictBody
 from tokenmanager.errors import NotFoundError
 from tokenmanager.llm.models import Provider
 from tokenmanager.routes.models import (
@@ -20,7 +21,9 @@ from tokenmanager.routes.models import (
     Route,
 )
 
-router = APIRouter(prefix="/api/routes", tags=["routes"])
+router = APIRouter(
+    prefix="/api/routes", tags=["routes"], responses=error_responses(*SIGNED_IN_ERRORS)
+)
 
 PathPrefix = Annotated[str, Field(min_length=1, max_length=255, examples=["/api/openai"])]
 UpstreamUrl = Annotated[str, Field(min_length=1, max_length=2048)]
@@ -120,7 +123,7 @@ async def list_routes(actor: ActorDep, services: ServicesDep) -> list[RouteOut]:
 
 
 @router.get("/{route_id}", response_model=RouteOut)
-async def read_route(route_id: int, actor: ActorDep, services: ServicesDep) -> RouteOut:
+async def read_route(route_id: ObjectId, actor: ActorDep, services: ServicesDep) -> RouteOut:
     route = await services.routes.read(actor, route_id)
     if route is None:
         raise NotFoundError("route not found")
@@ -142,7 +145,7 @@ _NOT_NULLABLE = (
 
 @router.patch("/{route_id}", response_model=RouteOut)
 async def update_route(
-    route_id: int, body: RouteUpdate, actor: ActorDep, services: ServicesDep
+    route_id: ObjectId, body: RouteUpdate, actor: ActorDep, services: ServicesDep
 ) -> RouteOut:
     """Partial update. `"upstream_auth_value": null` removes the credential; `"provider": null`
     makes the route a plain (non-LLM) route."""
@@ -154,6 +157,6 @@ async def update_route(
 
 
 @router.delete("/{route_id}", status_code=204)
-async def delete_route(route_id: int, actor: ActorDep, services: ServicesDep) -> Response:
+async def delete_route(route_id: ObjectId, actor: ActorDep, services: ServicesDep) -> Response:
     await services.routes.delete(actor, route_id)
     return Response(status_code=204)

@@ -11,11 +11,14 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from tokenmanager.api.auth import ActorDep, ServicesDep
-from tokenmanager.api.schemas import Name, StrictBody, UTCDatetime
+from tokenmanager.api.errors import SIGNED_IN_ERRORS, error_responses
+from tokenmanager.api.schemas import Name, ObjectId, ObjectIdQuery, Offset, StrictBody, UTCDatetime
 from tokenmanager.errors import NotFoundError
 from tokenmanager.security.models import DetectorKind, Finding, FindingStatus, Severity
 
-router = APIRouter(prefix="/api/security", tags=["security audit"])
+router = APIRouter(
+    prefix="/api/security", tags=["security audit"], responses=error_responses(*SIGNED_IN_ERRORS)
+)
 
 
 class FindingOut(BaseModel):
@@ -55,12 +58,12 @@ async def list_findings(
     status: FindingStatus | None = None,
     kind: DetectorKind | None = None,
     min_severity: Severity | None = None,
-    token_id: Annotated[int | None, Query(ge=1)] = None,
+    token_id: ObjectIdQuery = None,
     route_path: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
     since: UTCDatetime | None = None,
     until: UTCDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    offset: Offset = 0,
 ) -> FindingPage:
     """Findings, most recently seen first. `since`/`until` select findings whose span
     overlaps the window."""
@@ -74,7 +77,7 @@ async def list_findings(
 
 
 @router.get("/findings/{finding_id}", response_model=FindingOut)
-async def read_finding(finding_id: int, actor: ActorDep, services: ServicesDep) -> FindingOut:
+async def read_finding(finding_id: ObjectId, actor: ActorDep, services: ServicesDep) -> FindingOut:
     finding = await services.security.findings.read(actor, finding_id)
     if finding is None:
         raise NotFoundError("finding not found")
@@ -83,18 +86,22 @@ async def read_finding(finding_id: int, actor: ActorDep, services: ServicesDep) 
 
 @router.post("/findings/{finding_id}/acknowledge", response_model=FindingOut)
 async def acknowledge_finding(
-    finding_id: int, actor: ActorDep, services: ServicesDep
+    finding_id: ObjectId, actor: ActorDep, services: ServicesDep
 ) -> FindingOut:
     return FindingOut.of(await services.security.findings.acknowledge(actor, finding_id))
 
 
 @router.post("/findings/{finding_id}/resolve", response_model=FindingOut)
-async def resolve_finding(finding_id: int, actor: ActorDep, services: ServicesDep) -> FindingOut:
+async def resolve_finding(
+    finding_id: ObjectId, actor: ActorDep, services: ServicesDep
+) -> FindingOut:
     return FindingOut.of(await services.security.findings.resolve(actor, finding_id))
 
 
 @router.post("/findings/{finding_id}/reinstate", response_model=FindingOut)
-async def reinstate_token(finding_id: int, actor: ActorDep, services: ServicesDep) -> FindingOut:
+async def reinstate_token(
+    finding_id: ObjectId, actor: ActorDep, services: ServicesDep
+) -> FindingOut:
     """Undo the automatic suspension of the finding's token (admin)."""
     return FindingOut.of(await services.security.findings.reinstate(actor, finding_id))
 
@@ -185,20 +192,20 @@ async def list_webhooks(actor: ActorDep, services: ServicesDep) -> list[WebhookO
 
 
 @router.delete("/webhooks/{webhook_id}", status_code=204)
-async def delete_webhook(webhook_id: int, actor: ActorDep, services: ServicesDep) -> Response:
+async def delete_webhook(webhook_id: ObjectId, actor: ActorDep, services: ServicesDep) -> Response:
     await services.security.webhooks.delete(actor, webhook_id)
     return Response(status_code=204)
 
 
 @router.post("/webhooks/{webhook_id}/test", response_model=DeliveryOut)
-async def send_test(webhook_id: int, actor: ActorDep, services: ServicesDep) -> DeliveryOut:
+async def send_test(webhook_id: ObjectId, actor: ActorDep, services: ServicesDep) -> DeliveryOut:
     """Send a signed test alert now; the answer holds the delivery and its attempt."""
     return DeliveryOut(**await services.security.webhooks.send_test(actor, webhook_id))
 
 
 @router.get("/webhooks/{webhook_id}/deliveries", response_model=list[DeliveryOut])
 async def list_deliveries(
-    webhook_id: int,
+    webhook_id: ObjectId,
     actor: ActorDep,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,

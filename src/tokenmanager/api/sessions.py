@@ -17,11 +17,15 @@ from tokenmanager.api.auth import (
     csrf_token_for,
     read_session_secret,
 )
-from tokenmanager.api.errors import error_response
+from tokenmanager.api.errors import error_response, error_responses
 from tokenmanager.api.schemas import StrictBody
 from tokenmanager.users.service import LoginThrottledError
 
-router = APIRouter(prefix="/api/auth", tags=["auth"])
+# 400: a body that is not JSON; 401: wrong password or no session; 403: no CSRF token;
+# 429: login throttled.
+router = APIRouter(
+    prefix="/api/auth", tags=["auth"], responses=error_responses(400, 401, 403, 422, 429, 503)
+)
 
 
 class LoginBody(StrictBody):
@@ -43,14 +47,7 @@ class Me(BaseModel):
     team_ids: list[str]
 
 
-@router.post(
-    "/login",
-    response_model=LoginAnswer,
-    responses={
-        401: {"description": "Wrong username or password"},
-        429: {"description": "Throttled"},
-    },
-)
+@router.post("/login", response_model=LoginAnswer)
 async def login(
     body: LoginBody, request: Request, response: Response, services: ServicesDep
 ) -> LoginAnswer | JSONResponse:

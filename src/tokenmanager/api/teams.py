@@ -9,12 +9,15 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from tokenmanager.api.auth import ActorDep, ServicesDep
+from tokenmanager.api.errors import SIGNED_IN_ERRORS, error_responses
 from tokenmanager.api.schemas import Description, Name, StrictBody, UsdAmount, usd_text
 from tokenmanager.budgets.models import BudgetPeriod
 from tokenmanager.errors import NotFoundError
 from tokenmanager.teams.models import Team
 
-router = APIRouter(prefix="/api/teams", tags=["teams"])
+router = APIRouter(
+    prefix="/api/teams", tags=["teams"], responses=error_responses(*SIGNED_IN_ERRORS)
+)
 
 
 RateLimit = Annotated[int, Field(gt=0, le=1_000_000)]

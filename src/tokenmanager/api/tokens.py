@@ -10,9 +10,12 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from tokenmanager.api.auth import ActorDep, ServicesDep
+from tokenmanager.api.errors import SIGNED_IN_ERRORS, error_responses
 from tokenmanager.api.schemas import (
     Description,
     Name,
+    ObjectId,
+    Offset,
     StrictBody,
     UsdAmount,
     UTCDatetime,
@@ -23,7 +26,9 @@ from tokenmanager.clock import utcnow
 from tokenmanager.errors import NotFoundError
 from tokenmanager.tokens.models import IssuedToken, Token, TokenState
 
-router = APIRouter(prefix="/api/tokens", tags=["tokens"])
+router = APIRouter(
+    prefix="/api/tokens", tags=["tokens"], responses=error_responses(*SIGNED_IN_ERRORS)
+)
 
 Scopes = Annotated[list[Annotated[str, Field(max_length=130)]], Field(max_length=64)]
 Metadata = Annotated[dict[str, Any], Field(max_length=50)]
@@ -151,7 +156,7 @@ async def list_tokens(
     team_id: Annotated[str | None, Query(max_length=64)] = None,
     state: TokenState | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[TokenOut]:
     tokens = await services.tokens.list(
         actor, team_id=team_id, state=state, limit=limit, offset=offset
@@ -160,7 +165,7 @@ async def list_tokens(
 
 
 @router.get("/{token_id}", response_model=TokenOut)
-async def read_token(token_id: int, actor: ActorDep, services: ServicesDep) -> TokenOut:
+async def read_token(token_id: ObjectId, actor: ActorDep, services: ServicesDep) -> TokenOut:
     token = await services.tokens.read(actor, token_id)
     if token is None:
         raise NotFoundError("token not found")
@@ -169,7 +174,7 @@ async def read_token(token_id: int, actor: ActorDep, services: ServicesDep) -> T
 
 @router.patch("/{token_id}", response_model=TokenOut)
 async def update_token(
-    token_id: int, body: TokenUpdate, actor: ActorDep, services: ServicesDep
+    token_id: ObjectId, body: TokenUpdate, actor: ActorDep, services: ServicesDep
 ) -> TokenOut:
     changes = body.model_dump(exclude_unset=True)
     for required in ("name", "team_id", "scopes", "description"):
@@ -179,19 +184,19 @@ async def update_token(
 
 
 @router.post("/{token_id}/revoke", response_model=TokenOut)
-async def revoke_token(token_id: int, actor: ActorDep, services: ServicesDep) -> TokenOut:
+async def revoke_token(token_id: ObjectId, actor: ActorDep, services: ServicesDep) -> TokenOut:
     return TokenOut.of(await services.tokens.revoke(actor, token_id))
 
 
 @router.post("/{token_id}/rotate", response_model=IssuedTokenOut)
 async def rotate_token(
-    token_id: int, actor: ActorDep, services: ServicesDep, body: TokenRotate | None = None
+    token_id: ObjectId, actor: ActorDep, services: ServicesDep, body: TokenRotate | None = None
 ) -> IssuedTokenOut:
     grace_s = body.grace_period_s if body else None
     return IssuedTokenOut.of_issued(await services.tokens.rotate(actor, token_id, grace_s=grace_s))
 
 
 @router.delete("/{token_id}", status_code=204)
-async def delete_token(token_id: int, actor: ActorDep, services: ServicesDep) -> Response:
+async def delete_token(token_id: ObjectId, actor: ActorDep, services: ServicesDep) -> Response:
     await services.tokens.delete(actor, token_id)
     return Response(status_code=204)

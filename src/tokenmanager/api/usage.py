@@ -15,11 +15,30 @@ from fastapi.responses import StreamingResponse
 from tokenmanager.analytics.service import RAW_FIELDS
 from tokenmanager.analytics.windows import Window, build_window
 from tokenmanager.api.auth import ActorDep, ServicesDep
-from tokenmanager.api.schemas import UTCDatetime
+from tokenmanager.api.errors import SIGNED_IN_ERRORS, error_responses
+from tokenmanager.api.schemas import ObjectId, ObjectIdQuery, Offset, UTCDatetime
+from tokenmanager.api.usage_models import (
+    IdleTokens,
+    RouteUsage,
+    SlowCalls,
+    TokenUsage,
+    UsageErrors,
+    UsageRecord,
+    UsageStats,
+    build_idle_tokens,
+    build_route_usage,
+    build_slow_calls,
+    build_token_usage,
+    build_usage_errors,
+    build_usage_records,
+    build_usage_stats,
+)
 from tokenmanager.clock import utcnow
 from tokenmanager.errors import InvalidInputError, NotFoundError
 
-router = APIRouter(prefix="/api/usage", tags=["usage analytics"])
+router = APIRouter(
+    prefix="/api/usage", tags=["usage analytics"], responses=error_responses(*SIGNED_IN_ERRORS)
+)
 
 WindowName = Literal["24h", "7d", "30d"]
 TeamQuery = Annotated[str | None, Query(max_length=64, description="Only this team's usage.")]
@@ -32,9 +51,11 @@ def _window(window: WindowName | None, since: Any, until: Any, default: str = "2
     except ValueError as exc:
         field, _, message = str(exc).partition(": ")
         raise InvalidInputError(field, message) from None
+    except OverflowError:  # a bound so near year 1 or 9999 that a whole hour passes the end
+        raise InvalidInputError("until" if until is not None else "since", "out of range") from None
 
 
-@router.get("/stats")
+@router.get("/stats", response_model=UsageStats, response_model_exclude_unset=True)
 async def usage_stats(
     actor: ActorDep,
     services: ServicesDep,
@@ -43,31 +64,35 @@ async def usage_stats(
     until: UTCDatetime | None = None,
     bucket: Literal["hour", "day"] = "hour",
     team_id: TeamQuery = None,
-) -> dict[str, Any]:
+) -> UsageStats:
     """Overview, time series, top tokens and routes (default: the last 24 hours)."""
-    return await services.analytics.stats(
-        actor, _window(window, since, until), bucket=bucket, team_id=team_id
+    return build_usage_stats(
+        await services.analytics.stats(
+            actor, _window(window, since, until), bucket=bucket, team_id=team_id
+        )
     )
 
 
-@router.get("/token/{token_id}")
+@router.get("/token/{token_id}", response_model=TokenUsage, response_model_exclude_unset=True)
 async def token_usage(
-    token_id: int,
+    token_id: ObjectId,
     actor: ActorDep,
     services: ServicesDep,
     window: WindowName | None = None,
     since: UTCDatetime | None = None,
     until: UTCDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="recent_usage page size")] = 100,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-) -> dict[str, Any]:
+    offset: Offset = 0,
+) -> TokenUsage:
     """One token's usage (default window: 30 days; recent_usage: the latest calls)."""
-    return await services.analytics.token_usage(
-        actor, token_id, _window(window, since, until, "30d"), limit=limit, offset=offset
+    return build_token_usage(
+        await services.analytics.token_usage(
+            actor, token_id, _window(window, since, until, "30d"), limit=limit, offset=offset
+        )
     )
 
 
-@router.get("/route")
+@router.get("/route", response_model=RouteUsage, response_model_exclude_unset=True)
 async def route_usage(
     actor: ActorDep,
     services: ServicesDep,
@@ -76,10 +101,12 @@ async def route_usage(
     since: UTCDatetime | None = None,
     until: UTCDatetime | None = None,
     team_id: TeamQuery = None,
-) -> dict[str, Any]:
+) -> RouteUsage:
     """One route's usage (default window: 24 hours)."""
-    return await services.analytics.route_usage(
-        actor, route_path, _window(window, since, until), team_id=team_id
+    return build_route_usage(
+        await services.analytics.route_usage(
+            actor, route_path, _window(window, since, until), team_id=team_id
+        )
     )
 
 
@@ -102,15 +129,15 @@ async def usage_costs(
     )
 
 
-@router.get("/test-data")
-async def test_data(actor: ActorDep, services: ServicesDep) -> list[dict[str, Any]]:
+@router.get("/test-data", response_model=list[UsageRecord], response_model_exclude_unset=True)
+async def test_data(actor: ActorDep, services: ServicesDep) -> list[UsageRecord]:
     """The 10 latest usage records. Only in dev mode (TOKENMANAGER_MODE=dev)."""
     if not services.settings.is_dev:
         raise NotFoundError("not found")
-    return await services.analytics.latest(actor, limit=10)
+    return build_usage_records(await services.analytics.latest(actor, limit=10))
 
 
-@router.get("/errors")
+@router.get("/errors", response_model=UsageErrors, response_model_exclude_unset=True)
 async def usage_errors(
     actor: ActorDep,
     services: ServicesDep,
@@ -119,28 +146,28 @@ async def usage_errors(
     until: UTCDatetime | None = None,
     team_id: TeamQuery = None,
     route_path: RouteQuery = None,
-    token_id: int | None = None,
+    token_id: ObjectIdQuery = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> dict[str, Any]:
+) -> UsageErrors:
     """Errors by status, by failure kind, top messages and the latest errors."""
-    return await services.analytics.errors(
+    return build_usage_errors(await services.analytics.errors(
         actor, _window(window, since, until), team_id=team_id, route_path=route_path,
         token_id=token_id, limit=limit,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
-@router.get("/idle-tokens")
+@router.get("/idle-tokens", response_model=IdleTokens, response_model_exclude_unset=True)
 async def idle_tokens(
     actor: ActorDep,
     services: ServicesDep,
     days: Annotated[int, Query(ge=1, le=3650)] = 30,
     team_id: TeamQuery = None,
-) -> dict[str, Any]:
+) -> IdleTokens:
     """Active tokens unused for `days` days or never used: candidates for revocation."""
-    return await services.analytics.idle_tokens(actor, days, team_id=team_id)
+    return build_idle_tokens(await services.analytics.idle_tokens(actor, days, team_id=team_id))
 
 
-@router.get("/slow")
+@router.get("/slow", response_model=SlowCalls, response_model_exclude_unset=True)
 async def slow_calls(
     actor: ActorDep,
     services: ServicesDep,
@@ -149,15 +176,15 @@ async def slow_calls(
     until: UTCDatetime | None = None,
     team_id: TeamQuery = None,
     route_path: RouteQuery = None,
-    token_id: int | None = None,
+    token_id: ObjectIdQuery = None,
     min_response_time_ms: Annotated[int, Query(ge=0, le=86_400_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> dict[str, Any]:
+) -> SlowCalls:
     """The slowest calls, slowest first."""
-    return await services.analytics.slow_calls(
+    return build_slow_calls(await services.analytics.slow_calls(
         actor, _window(window, since, until), team_id=team_id, route_path=route_path,
         token_id=token_id, min_response_time_ms=min_response_time_ms, limit=limit,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 @router.get("/export", response_class=StreamingResponse)
@@ -170,7 +197,7 @@ async def export_usage(
     until: UTCDatetime | None = None,
     team_id: TeamQuery = None,
     route_path: RouteQuery = None,
-    token_id: int | None = None,
+    token_id: ObjectIdQuery = None,
 ) -> StreamingResponse:
     """Raw usage records, streamed row by row (default window: 24 hours)."""
     chosen = _window(window, since, until)

@@ -10,11 +10,14 @@ from pydantic import BaseModel, Field
 
 from tokenmanager.access.actor import Role
 from tokenmanager.api.auth import ActorDep, ServicesDep
-from tokenmanager.api.schemas import StrictBody
+from tokenmanager.api.errors import SIGNED_IN_ERRORS, error_responses
+from tokenmanager.api.schemas import ObjectId, StrictBody
 from tokenmanager.errors import NotFoundError
 from tokenmanager.users.models import User
 
-router = APIRouter(prefix="/api/users", tags=["users"])
+router = APIRouter(
+    prefix="/api/users", tags=["users"], responses=error_responses(*SIGNED_IN_ERRORS)
+)
 
 Password = Annotated[str, Field(min_length=1, max_length=1024)]
 TeamIds = Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=100)]
@@ -69,7 +72,7 @@ async def list_users(actor: ActorDep, services: ServicesDep) -> list[UserOut]:
 
 
 @router.get("/{user_id}", response_model=UserOut)
-async def read_user(user_id: int, actor: ActorDep, services: ServicesDep) -> UserOut:
+async def read_user(user_id: ObjectId, actor: ActorDep, services: ServicesDep) -> UserOut:
     user = await services.users.read(actor, user_id)
     if user is None:
         raise NotFoundError("user not found")
@@ -78,13 +81,13 @@ async def read_user(user_id: int, actor: ActorDep, services: ServicesDep) -> Use
 
 @router.patch("/{user_id}", response_model=UserOut)
 async def update_user(
-    user_id: int, body: UserUpdate, actor: ActorDep, services: ServicesDep
+    user_id: ObjectId, body: UserUpdate, actor: ActorDep, services: ServicesDep
 ) -> UserOut:
     changes = body.model_dump(exclude_unset=True)
     return UserOut.of(await services.users.update(actor, user_id, changes))
 
 
 @router.delete("/{user_id}", status_code=204)
-async def delete_user(user_id: int, actor: ActorDep, services: ServicesDep) -> Response:
+async def delete_user(user_id: ObjectId, actor: ActorDep, services: ServicesDep) -> Response:
     await services.users.delete(actor, user_id)
     return Response(status_code=204)

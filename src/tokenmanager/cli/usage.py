@@ -141,7 +141,7 @@ def export(
 
 def _open_output(path: Path) -> IO[str]:
     try:
-        return open(path, "w", encoding="utf-8", newline="")
+        return path.open("w", encoding="utf-8", newline="")
     except OSError as exc:
         fail(f"cannot write {path}: {exc.strerror}", EXIT_INVALID)
 

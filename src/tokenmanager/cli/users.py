@@ -35,7 +35,12 @@ def _read_password(from_stdin: bool) -> str:
 @app.command("create")
 def create(
     username: Annotated[str, typer.Argument(help="Login name.")],
-    role: Annotated[Role, typer.Option(help="admin (everything) or viewer (only its teams).")],
+    role: Annotated[
+        Role,
+        typer.Option(
+            help="admin (everything), member (its teams' tokens) or viewer (reads its teams)."
+        ),
+    ],
     team: Annotated[
         list[str] | None, typer.Option("--team", "-t", help="A team a viewer sees; repeat.")
     ] = None,

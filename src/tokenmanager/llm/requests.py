@@ -102,7 +102,7 @@ def _with_usage_option(body: bytes, parsed: dict[str, Any]) -> bytes | None:
     return json.dumps(rewritten, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def estimate_prompt_tokens(parsed: dict[str, Any]) -> int | None:
+def estimate_prompt_tokens(parsed: dict[str, Any]) -> int | None:  # noqa: C901 - one branch per API's prompt field
     """An estimate of the prompt from the request's text: chat messages (content strings and
     part arrays), Anthropic's `system`, the Responses API's `instructions` and `input`,
     embeddings' and legacy completions' `input`/`prompt` (token-id arrays counted exactly),

@@ -18,7 +18,12 @@ from typing import Any
 
 from tokenmanager.access.actor import Actor, Role
 from tokenmanager.clock import utcnow
-from tokenmanager.errors import ConflictError, InvalidInputError, NotFoundError
+from tokenmanager.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from tokenmanager.security.models import DetectorKind, Finding, FindingStatus, Severity
 from tokenmanager.security.monitor import SecurityMonitor
 from tokenmanager.security.webhooks import WebhookService
@@ -193,9 +198,13 @@ class FindingService:
         return updated
 
     async def _read_for_change(self, connection: Any, actor: Actor, finding_id: int) -> Finding:
+        """NotFoundError for a finding the actor cannot see, PermissionDeniedError for a viewer
+        (members triage their teams' findings: they are about their tokens)."""
         finding = await security_sql.read_finding(connection, finding_id)
         if finding is None or not _can_view(actor, finding):
             raise NotFoundError("finding not found")
+        if not actor.is_admin and not actor.can_manage_tokens_of(finding.team_id or ""):
+            raise PermissionDeniedError("this action needs the member or admin role")
         return finding
 
 

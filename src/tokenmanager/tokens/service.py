@@ -148,7 +148,7 @@ class TokenService:
         rate_limits: tuple[int | None, int | None],
         budget: Budget | None,
     ) -> Token:
-        actor.require_team(team_id, "team")
+        actor.require_token_manager(team_id, "team")
         now = utcnow()
         if expires_at is not None and expires_at <= now:
             raise InvalidInputError("expires_at", "must be in the future")
@@ -327,7 +327,9 @@ class TokenService:
             await audit_sql.append_change(connection, "token", token_id)
 
     async def _read_for_change(self, connection: Any, actor: Actor, token_id: int) -> Token:
+        """NotFoundError for a token the actor cannot see, PermissionDeniedError for a viewer."""
         token = await tokens_sql.read_token(connection, token_id)
-        if token is None or not actor.can_view_team(token.team_id):
+        if token is None:
             raise NotFoundError("token not found")
+        actor.require_token_manager(token.team_id, "token")
         return token

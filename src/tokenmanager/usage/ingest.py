@@ -155,7 +155,7 @@ def _llm_usage(problems: _Problems, record: dict[str, Any]) -> LlmUsage | None:
     )
 
 
-def parse_usage_record(
+def parse_usage_record(  # noqa: C901 - one check per optional field, each its own 422
     record: Any, now: datetime, prices: Mapping[str, Price] | None = None
 ) -> UsageEvent:
     """The event for one posted record, an LLM call's cost computed from `prices` (no prices:

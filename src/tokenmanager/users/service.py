@@ -234,8 +234,8 @@ def _check_password(password: str) -> None:
 
 
 def _check_role_teams(role: Role, team_ids: Sequence[str]) -> None:
-    if role is Role.VIEWER and not team_ids:
-        raise InvalidInputError("team_ids", "a viewer needs at least one team")
+    if role is not Role.ADMIN and not team_ids:
+        raise InvalidInputError("team_ids", f"a {role.value} needs at least one team")
 
 
 async def _check_teams_exist(connection: Any, team_ids: Sequence[str]) -> None:

@@ -41,6 +41,8 @@ def window_choice(params: Any, now: datetime, default: str = "24h") -> WindowCho
     except ValueError as exc:
         field, _, message = str(exc).partition(": ")
         raise InvalidInputError(field, message) from None
+    except OverflowError:  # a date so near year 9999 that the window's end passes it
+        raise InvalidInputError("until", "out of range") from None
 
 
 # -- / -------------------------------------------------------------------------------------
@@ -147,6 +149,7 @@ async def usage_analytics_twin(
 
 # -- /audit --------------------------------------------------------------------------------
 
+MAX_AUDIT_OFFSET = 1_000_000  # a bound keeps OFFSET a number the database takes
 AUDIT_FILTERS = ("actor", "action", "target_type", "target_id", "since", "until")
 
 
@@ -161,9 +164,11 @@ async def audit_data(services: Services, actor: Actor, params: Any) -> dict[str,
         except ValueError:
             raise InvalidInputError(name, "not a date (YYYY-MM-DD) or date-time") from None
     try:
-        offset = max(0, int(params.get("offset") or 0))
+        offset = int(params.get("offset") or 0)
     except ValueError:
         raise InvalidInputError("offset", "not a number") from None
+    if not 0 <= offset <= MAX_AUDIT_OFFSET:
+        raise InvalidInputError("offset", f"must be between 0 and {MAX_AUDIT_OFFSET}")
     entries = await services.audit.list(
         actor,
         actor_name=filters["actor"] or None,

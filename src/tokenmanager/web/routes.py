@@ -13,6 +13,7 @@ from starlette.responses import RedirectResponse, Response
 from tokenmanager.access.actor import Actor
 from tokenmanager.analytics.windows import build_window
 from tokenmanager.api.auth import ActorDep, ServicesDep
+from tokenmanager.api.schemas import ObjectId
 from tokenmanager.clock import utcnow
 from tokenmanager.composition import Services
 from tokenmanager.errors import NotFoundError, PermissionDeniedError, TokenManagerError
@@ -158,7 +159,7 @@ async def create_route(
 
 @router.get("/routes/{route_id:int}/edit")
 async def edit_route_form(
-    route_id: int, request: Request, page: Page, services: ServicesDep, renderer: RendererDep
+    route_id: ObjectId, request: Request, page: Page, services: ServicesDep, renderer: RendererDep
 ) -> Response:
     assert page.actor is not None
     if not page.actor.is_admin:
@@ -171,7 +172,7 @@ async def edit_route_form(
 
 @router.post("/routes/{route_id:int}")
 async def update_route(
-    route_id: int, request: Request, page: Page, services: ServicesDep, renderer: RendererDep
+    route_id: ObjectId, request: Request, page: Page, services: ServicesDep, renderer: RendererDep
 ) -> Response:
     assert page.actor is not None
     form = await request.form()
@@ -216,7 +217,7 @@ async def route_data(
 
 @router.get("/routes/{route_id:int}")
 async def route_page(
-    route_id: int, request: Request, page: Page, services: ServicesDep, renderer: RendererDep
+    route_id: ObjectId, request: Request, page: Page, services: ServicesDep, renderer: RendererDep
 ) -> Response:
     assert page.actor is not None
     try:
@@ -236,6 +237,6 @@ async def route_page(
 
 @router.get("/routes/{route_id:int}.json")
 async def route_twin(
-    route_id: int, request: Request, actor: ActorDep, services: ServicesDep
+    route_id: ObjectId, request: Request, actor: ActorDep, services: ServicesDep
 ) -> Response:
     return twin(await route_data(services, actor, route_id, request.query_params))

@@ -15,6 +15,7 @@ from tokenmanager.access.actor import Actor
 from tokenmanager.api.auth import ActorDep, ServicesDep
 from tokenmanager.composition import Services
 from tokenmanager.errors import InvalidInputError, TokenManagerError
+from tokenmanager.ids import MAX_ID
 from tokenmanager.security.models import DetectorKind, Finding, FindingStatus, Severity
 from tokenmanager.web.rendering import twin
 from tokenmanager.web.session import Page, RendererDep, twin_url
@@ -79,7 +80,7 @@ def findings_filters(params: Any) -> dict[str, Any]:
         raise InvalidInputError("min_severity", f"one of {', '.join(Severity)}")
     numbers = {
         name: _whole_number(params, name, minimum, maximum)
-        for name, minimum, maximum in (("token_id", 1, 2**63 - 1), ("offset", 0, 1_000_000))
+        for name, minimum, maximum in (("token_id", 1, MAX_ID), ("offset", 0, 1_000_000))
     }
     route_path = (params.get("route_path") or "").strip()[:255] or None
     return {

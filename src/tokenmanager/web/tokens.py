@@ -14,6 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from tokenmanager.access.actor import Actor
 from tokenmanager.analytics.windows import build_window
 from tokenmanager.api.auth import ActorDep, ServicesDep
+from tokenmanager.api.schemas import ObjectId
 from tokenmanager.clock import utcnow
 from tokenmanager.composition import Services
 from tokenmanager.errors import InvalidInputError, NotFoundError, TokenManagerError
@@ -150,7 +151,7 @@ async def issue_token(
 
 @router.post("/tokens/{token_id:int}/revoke")
 async def revoke_token(
-    token_id: int, request: Request, page: Page, services: ServicesDep, renderer: RendererDep
+    token_id: ObjectId, request: Request, page: Page, services: ServicesDep, renderer: RendererDep
 ) -> Response:
     assert page.actor is not None
     try:
@@ -164,7 +165,7 @@ async def revoke_token(
 
 @router.post("/tokens/{token_id:int}/rotate")
 async def rotate_token(
-    token_id: int, request: Request, page: Page, services: ServicesDep, renderer: RendererDep
+    token_id: ObjectId, request: Request, page: Page, services: ServicesDep, renderer: RendererDep
 ) -> Response:
     assert page.actor is not None
     try:
@@ -203,7 +204,7 @@ async def token_data(services: Services, actor: Actor, token_id: int) -> dict[st
 
 @router.get("/tokens/{token_id:int}")
 async def token_page(
-    token_id: int, request: Request, page: Page, services: ServicesDep, renderer: RendererDep
+    token_id: ObjectId, request: Request, page: Page, services: ServicesDep, renderer: RendererDep
 ) -> Response:
     assert page.actor is not None
     try:
@@ -220,5 +221,5 @@ async def token_page(
 
 
 @router.get("/tokens/{token_id:int}.json")
-async def token_twin(token_id: int, actor: ActorDep, services: ServicesDep) -> Response:
+async def token_twin(token_id: ObjectId, actor: ActorDep, services: ServicesDep) -> Response:
     return twin(await token_data(services, actor, token_id))
