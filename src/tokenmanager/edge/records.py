@@ -17,7 +17,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-TOKEN_KEY_PREFIX = "token:"
+TOKEN_KEY_PREFIX = "token:"  # noqa: S105 - a KV key prefix
 CONFIG_KEY = "config"
 EDGE_KEY_BYTES = 32
 _NONCE_BYTES = 12

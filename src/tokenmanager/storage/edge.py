@@ -1,5 +1,5 @@
-"""SQL the edge sync needs: token rows with their team's limits (all, or some ids), route rows,
-imported hashes and the change feed. Read-only; called by `tokenmanager edge sync`, never per call."""
+"""SQL the edge sync needs: token rows with their team's limits (all, or some ids) and route
+rows. Read-only; called by `tokenmanager edge sync`, never per call."""
 
 from __future__ import annotations
 
@@ -32,9 +32,7 @@ async def list_edge_token_rows(
 ) -> list[sa.Row[Any]]:
     """Token rows (with team limits) ordered by id; `token_ids=None` means every token."""
     query = (
-        sa.select(*_TOKEN_COLUMNS)
-        .join(teams, teams.c.id == tokens.c.team_id)
-        .order_by(tokens.c.id)
+        sa.select(*_TOKEN_COLUMNS).join(teams, teams.c.id == tokens.c.team_id).order_by(tokens.c.id)
     )
     if token_ids is not None:
         query = query.where(tokens.c.id.in_(list(token_ids)))
