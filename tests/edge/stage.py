@@ -53,7 +53,7 @@ async def running_edge_dev(
     """`tokenmanager edge dev` on a free port; yields its base URL once /healthz answers."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tokenmanager.cli.main", "edge", "dev",
+        str(Path(sys.executable).parent / "tokenmanager"), "edge", "dev",
         "--port", str(port), "--control-plane", control_plane_url,
         "--queue" if use_queue else "--no-queue",
         env=edge_env(settings),
