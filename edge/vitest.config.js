@@ -14,6 +14,7 @@ export default defineConfig({
           EDGE_KEY: "utdcqm4oQlZykpVJeLLco-nrK976lzMb73HyKJsmYfk",
           INGEST_KEY: "tik_test",
           CONFIG_CACHE_MS: "0",
+          USAGE_FLUSH_DELAY_MS: "5",
         },
       },
     }),

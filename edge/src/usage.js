@@ -101,7 +101,7 @@ function enqueueDirect(env, ctx, event) {
     // Calls arriving during the delay join this batch; this call's waitUntil keeps the
     // isolate alive until it is posted.
     ctx.waitUntil(
-      new Promise((resolve) => setTimeout(resolve, FLUSH_DELAY_MS)).then(() => {
+      new Promise((resolve) => setTimeout(resolve, Number(env.USAGE_FLUSH_DELAY_MS ?? FLUSH_DELAY_MS))).then(() => {
         flushScheduled = false;
         return flushDirect(env);
       }),
