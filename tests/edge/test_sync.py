@@ -3,8 +3,10 @@ local KV store (wrangler's Miniflare state), read back through wrangler."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -96,3 +98,37 @@ async def test_sync_writes_a_snapshot_then_only_the_changes(
     assert record["revoked_at"] is not None
     unchanged = _cli(settings, "edge", "sync", "--project", str(project), "--local", str(store))
     assert "0 key(s) written" in unchanged.stdout
+
+
+async def test_watch_syncs_a_revocation_and_stops_on_sigterm(
+    services: Services, admin: Actor, settings: Settings, stage: EdgeStage, tmp_path: Path
+) -> None:
+    project = tmp_path / "worker"
+    store = tmp_path / "store"
+    assert _cli(settings, "edge", "init", str(project)).returncode == 0
+    watcher = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tokenmanager", "edge", "sync", "--project", str(project),
+        "--local", str(store), "--watch", "--interval-s", "0.2",
+        env={**edge_env(settings), "COLUMNS": "200"},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert watcher.stdout is not None
+    first_line = await asyncio.wait_for(watcher.stdout.readline(), 120)
+    assert b"Watching for changes" in first_line
+    await services.tokens.revoke(admin, stage.token.token.id)
+    token_hash = codec.hash_token(stage.token.token_secret)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 120
+    revoked_at = None
+    while revoked_at is None and loop.time() < deadline:
+        record = await asyncio.to_thread(
+            _kv, settings, project, store, "get", f"token:{token_hash}"
+        )
+        revoked_at = json.loads(record)["revoked_at"]
+    watcher.send_signal(signal.SIGTERM)
+    rest, _ = await asyncio.wait_for(watcher.communicate(), 60)
+    assert revoked_at is not None
+    assert watcher.returncode == 0, rest
+    assert b"Stopped watching." in rest

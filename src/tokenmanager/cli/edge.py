@@ -3,6 +3,7 @@ and a local run on the Workers runtime (`dev`)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -98,10 +99,21 @@ def sync(
     full: Annotated[
         bool, typer.Option("--full", help="Write every token and route, not only the changes.")
     ] = False,
+    watch: Annotated[
+        bool,
+        typer.Option("--watch", help="Keep running: sync every change as it is recorded."),
+    ] = False,
+    interval_s: Annotated[
+        float,
+        typer.Option("--interval-s", min=0.1, help="With --watch: seconds between change checks."),
+    ] = 1.0,
 ) -> None:
     """Push tokens and routes to the Worker's KV (remote needs CLOUDFLARE_API_TOKEN)."""
+    import asyncio
+    import signal
+
     from tokenmanager.edge.dev import sync_state_path
-    from tokenmanager.edge.sync import EdgeSync, KvTarget, load_edge_key
+    from tokenmanager.edge.sync import EdgeSync, KvTarget, load_edge_key, sync_forever
     from tokenmanager.edge.wrangler import source_project
 
     async def body() -> str:
@@ -120,11 +132,24 @@ def sync(
                 services.database, services.keyring, load_edge_key(services.settings), target
             )
             result = await syncer.sync(full=full)
-        kind = "full snapshot" if result.is_full else "changes"
-        return (
-            f"Synced {kind} up to change {result.change_id}: "
-            f"{result.written} key(s) written, {result.deleted} deleted."
-        )
+            kind = "full snapshot" if result.is_full else "changes"
+            summary = (
+                f"Synced {kind} up to change {result.change_id}: "
+                f"{result.written} key(s) written, {result.deleted} deleted."
+            )
+            if not watch:
+                return summary
+            stdout.print(summary + " Watching for changes (SIGTERM or Ctrl-C stops).")
+            stopping = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stopping.set)
+            watcher = asyncio.create_task(sync_forever(syncer, interval_s))
+            await stopping.wait()
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            return "Stopped watching."
 
     stdout.print(run(body))
 

@@ -6,18 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 import os
 import signal
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenmanager.edge.project import build_wrangler_toml
-from tokenmanager.edge.sync import EdgeSync
+from tokenmanager.edge.sync import EdgeSync, sync_forever
 from tokenmanager.edge.wrangler import wrangler_binary, wrangler_env
-
-logger = logging.getLogger(__name__)
 
 # With wrangler's ~1.5 s start-up per `kv bulk put`, this keeps a revocation under ~2 s.
 SYNC_INTERVAL_S = 0.25
@@ -88,7 +84,7 @@ async def run_dev(setup: DevSetup, syncer: EdgeSync) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    sync_task = asyncio.create_task(_sync_loop(syncer), name="edge-sync")
+    sync_task = asyncio.create_task(sync_forever(syncer, SYNC_INTERVAL_S), name="edge-sync")
     exited = asyncio.create_task(process.wait())
     stop_requested = asyncio.create_task(stopping.wait())
     try:
@@ -108,21 +104,3 @@ async def run_dev(setup: DevSetup, syncer: EdgeSync) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     return 0 if stopping.is_set() else (process.returncode or 0)
-
-
-async def _sync_loop(syncer: EdgeSync) -> None:
-    failing = False
-    while True:
-        await asyncio.sleep(SYNC_INTERVAL_S)
-        try:
-            result = await syncer.sync()
-        except Exception as exc:  # noqa: BLE001 - keep the last synced state serving
-            if not failing:
-                print(f"edge sync failed ({exc}); retrying", file=sys.stderr, flush=True)
-            failing = True
-            continue
-        if failing:
-            print("edge sync working again", file=sys.stderr, flush=True)
-        failing = False
-        if result.written or result.deleted:
-            logger.info("edge sync: %d written, %d deleted", result.written, result.deleted)

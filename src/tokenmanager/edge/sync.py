@@ -8,11 +8,13 @@ so a deleted token's keys (or a rotated-out hash) are deleted from KV too.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import secrets
 import stat
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,3 +201,23 @@ def _write_payload(payload: list[Any]) -> Path:
     with os.fdopen(fd, "w") as handle:
         json.dump(payload, handle)
     return Path(name)
+
+
+async def sync_forever(syncer: EdgeSync, interval_s: float) -> None:
+    """Sync every `interval_s` until cancelled; wrangler runs only when the feed moved. A failed
+    sync is reported once (and its recovery), and the last synced state keeps serving."""
+    failing = False
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            result = await syncer.sync()
+        except Exception as exc:  # noqa: BLE001 - keep trying; KV keeps the last good state
+            if not failing:
+                print(f"edge sync failed ({exc}); retrying", file=sys.stderr, flush=True)
+            failing = True
+            continue
+        if failing:
+            print("edge sync working again", file=sys.stderr, flush=True)
+        failing = False
+        if result.written or result.deleted:
+            logger.info("edge sync: %d written, %d deleted", result.written, result.deleted)

@@ -70,6 +70,12 @@ async def run_wrangler(project: Path, args: Sequence[str]) -> str:
         raise WranglerError(
             f"wrangler {args[0]} did not finish in {WRANGLER_TIMEOUT_S:.0f} s"
         ) from None
+    except asyncio.CancelledError:
+        # Stopping (SIGTERM): wrangler must not outlive the command that started it.
+        if process.returncode is None:
+            process.kill()
+            await asyncio.shield(process.wait())
+        raise
     text = output.decode("utf-8", "replace")
     if process.returncode != 0:
         tail = "\n".join(text.strip().splitlines()[-8:])
