@@ -56,7 +56,13 @@ let cachedConfigUntilMs = 0;
 async function readConfig(env) {
   const now = Date.now();
   if (cachedConfig !== null && now < cachedConfigUntilMs) return cachedConfig;
-  const config = (await env.TOKENS.get("config", "json")) || { routes: [], imported_hashes: [] };
+  let config;
+  try {
+    config = (await env.TOKENS.get("config", "json")) || { routes: [], imported_hashes: [] };
+  } catch (error) {
+    if (cachedConfig === null) throw error;
+    return cachedConfig; // KV hiccup: the last routes this isolate read keep serving
+  }
   config.imported = new Set(config.imported_hashes || []);
   cachedConfig = config;
   cachedConfigUntilMs = now + Number(env.CONFIG_CACHE_MS ?? DEFAULT_CONFIG_CACHE_MS);
@@ -122,7 +128,14 @@ async function pipeline(request, env, ctx, url, event, startedMs) {
     return { response: refuse(event, 413, "request body is too large") };
   }
 
-  const config = await readConfig(env);
+  let config;
+  try {
+    config = await readConfig(env);
+  } catch (error) {
+    // KV unreachable and no routes in this isolate yet: the Python gateway's UNAVAILABLE.
+    console.error(`KV read of the routes failed: ${error}`);
+    return { response: refuseVerification(event, "unavailable") };
+  }
   const verification = await verifyToken(env, extractToken(request.headers), config);
   event.token_hash = verification.tokenHash;
   if (verification.status !== "valid") {

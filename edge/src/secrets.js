@@ -30,8 +30,24 @@ async function importKey(keyText) {
   return key;
 }
 
+// Opened credentials per isolate (sealed value + route -> plaintext), so AES-GCM runs once per
+// credential rather than once per call; a re-sealed or changed credential is a new entry.
+const opened = new Map();
+const MAX_OPENED = 1000;
+
 /** The plaintext; throws if the key or the associated data does not match. */
 export async function decryptSecret(keyText, sealed, associated) {
+  const cacheKey = `${associated}\n${sealed}`;
+  const known = opened.get(cacheKey);
+  // Only under the key that opened it: after EDGE_KEY changes, the value is opened again.
+  if (known !== undefined && known.keyText === keyText) return known.plaintext;
+  const plaintext = await openSecret(keyText, sealed, associated);
+  if (opened.size >= MAX_OPENED) opened.clear();
+  opened.set(cacheKey, { keyText, plaintext });
+  return plaintext;
+}
+
+async function openSecret(keyText, sealed, associated) {
   const [version, nonce, ciphertext] = sealed.split(".");
   if (version !== "v1" || !nonce || !ciphertext) throw new Error("unknown sealed secret format");
   const plaintext = await crypto.subtle.decrypt(

@@ -156,3 +156,13 @@ describe("usage", () => {
     expect(stats.retried).toBe(before + 1);
   });
 });
+
+describe("KV outage", () => {
+  it("answers 503 unavailable when neither the routes nor the token can be read", async () => {
+    resetConfigCache();
+    const broken = { get: async () => { throw new Error("KV down"); } };
+    const { response, body } = await call("/api/echo", { headers: { "x-api-key": TOKEN } }, { TOKENS: broken });
+    expect(response.status).toBe(503);
+    expect(JSON.parse(body)).toEqual({ error: { status: 503, code: "unavailable", message: "token verification is unavailable" } });
+  });
+});

@@ -94,3 +94,11 @@ describe("uuid7", () => {
     expect(uuid7()).not.toBe(uuid7());
   });
 });
+
+describe("opened credentials", () => {
+  it("are reused only under the key that opened them", async () => {
+    expect(await decryptSecret(EDGE_KEY, SEALED_BY_PYTHON, "/api/echo")).toBe("sk-upstream-secret");
+    const otherKey = "A".repeat(43);
+    await expect(decryptSecret(otherKey, SEALED_BY_PYTHON, "/api/echo")).rejects.toThrow();
+  });
+});
