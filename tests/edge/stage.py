@@ -79,11 +79,15 @@ async def running_edge_dev(
         raise
     try:
         yield url
-    finally:
-        code = await _stop(process)
+    except BaseException:
+        await _stop(process)
         await collector
-        if code not in (0, None):
-            sys.stderr.write(b"".join(output).decode("utf-8", "replace"))
+        raise
+    code = await _stop(process)
+    await collector
+    if code != 0:
+        sys.stderr.write(b"".join(output).decode("utf-8", "replace"))
+        raise AssertionError(f"edge dev exited with {code} after SIGTERM, not 0")
 
 
 async def _wait_healthy(url: str, process: asyncio.subprocess.Process) -> None:

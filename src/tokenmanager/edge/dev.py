@@ -15,8 +15,9 @@ from tokenmanager.edge.project import build_wrangler_toml
 from tokenmanager.edge.sync import EdgeSync, sync_forever
 from tokenmanager.edge.wrangler import wrangler_binary, wrangler_env
 
-# With wrangler's ~1.5 s start-up per `kv bulk put`, this keeps a revocation under ~2 s.
-SYNC_INTERVAL_S = 0.25
+# A check is one small query; the write is one `kv bulk put` (wrangler's node start-up, ~1.5 s,
+# is most of a revocation's ~2 s path to the local Worker).
+SYNC_INTERVAL_S = 0.1
 STOP_GRACE_S = 10.0
 DEV_KV_NAMESPACE_ID = "tokenmanager-edge-dev"
 

@@ -140,6 +140,8 @@ class EdgeSync:
         async with self._db.read() as connection:
             version = await read_change_version(connection)
             changed_ids: set[int] | None = None
+            if not is_full and version == last_id:
+                return SyncResult(False, 0, 0, version)
             if not is_full:
                 changed_ids = set()
                 after = last_id
@@ -149,8 +151,6 @@ class EdgeSync:
                     if len(page) < CHANGE_PAGE:
                         break
                     after = page[-1].id
-                if version == last_id:
-                    return SyncResult(False, 0, 0, version)
             token_rows = await edge_sql.list_edge_token_rows(connection, changed_ids)
             route_rows = await edge_sql.list_edge_route_rows(connection)
             imported = await gateway_sql.list_imported_hashes(connection)
