@@ -181,7 +181,7 @@ def dev(
 
     from tokenmanager.edge.dev import DevSetup, run_dev, sync_state_path, write_dev_files
     from tokenmanager.edge.sync import EdgeSync, KvTarget, create_edge_key, load_edge_key
-    from tokenmanager.edge.wrangler import source_project, wrangler_binary
+    from tokenmanager.edge.wrangler import PersistentKvWriter, source_project, wrangler_binary
 
     async def body() -> int:
         async with open_services() as services:
@@ -208,11 +208,14 @@ def dev(
             )
             # A fresh local store each run: the first sync is a full snapshot.
             target.state_path.unlink(missing_ok=True)
-            syncer = EdgeSync(services.database, services.keyring, edge_key, target)
+            writer = PersistentKvWriter(project, setup.config, setup.persist_dir)
+            syncer = EdgeSync(services.database, services.keyring, edge_key, target, writer)
             stdout.print(f"Edge gateway (local Workers runtime) on http://127.0.0.1:{port}")
             try:
+                await writer.start()
                 return await run_dev(setup, syncer)
             finally:
+                await asyncio.shield(writer.stop())
                 await asyncio.shield(services.ingest_keys.delete(actor, created.ingest_key.id))
 
     code = run(body)

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tokenmanager.clock import utcnow
 from tokenmanager.crypto import Keyring
@@ -109,14 +109,51 @@ class SyncResult:
     change_id: int
 
 
+class KvWriter(Protocol):
+    """Writes KV entries (values are JSON text) and deletes keys; raises if it could not."""
+
+    async def put(self, entries: list[dict[str, str]]) -> None: ...
+
+    async def delete(self, keys: list[str]) -> None: ...
+
+
+class WranglerBulkWriter:
+    """`wrangler kv bulk put` / `bulk delete`: one wrangler run per call, local or remote."""
+
+    def __init__(self, target: KvTarget) -> None:
+        self._target = target
+
+    async def put(self, entries: list[dict[str, str]]) -> None:
+        await self._bulk("put", entries)
+
+    async def delete(self, keys: list[str]) -> None:
+        await self._bulk("delete", keys)
+
+    async def _bulk(self, operation: str, payload: list[Any]) -> None:
+        name = _write_payload(payload)
+        try:
+            args = ["kv", "bulk", operation, str(name), *self._target.location_args()]
+            if operation == "delete":
+                args.append("--force")
+            await run_wrangler(self._target.project, args)
+        finally:
+            name.unlink(missing_ok=True)
+
+
 class EdgeSync:
     def __init__(
-        self, database: Database, keyring: Keyring, edge_key: str, target: KvTarget
+        self,
+        database: Database,
+        keyring: Keyring,
+        edge_key: str,
+        target: KvTarget,
+        writer: KvWriter | None = None,
     ) -> None:
         self._db = database
         self._keyring = keyring
         self._edge_key = edge_key
         self._target = target
+        self._writer = writer or WranglerBulkWriter(target)
 
     def _read_state(self) -> dict[str, Any] | None:
         try:
@@ -171,11 +208,11 @@ class EdgeSync:
             )
         config = build_config(routes, imported, self._edge_key, utcnow())
         changes = build_kv_changes(token_rows, changed_ids, known, config)
-        await self._bulk(
-            "put", [{"key": k, "value": json.dumps(v)} for k, v in changes.puts.items()]
+        await self._writer.put(
+            [{"key": key, "value": json.dumps(value)} for key, value in changes.puts.items()]
         )
         if changes.deletes:
-            await self._bulk("delete", changes.deletes)
+            await self._writer.delete(changes.deletes)
         self._write_state(
             {
                 "change_id": version,
@@ -183,16 +220,6 @@ class EdgeSync:
             }
         )
         return SyncResult(is_full, len(changes.puts), len(changes.deletes), version)
-
-    async def _bulk(self, operation: str, payload: list[Any]) -> None:
-        name = _write_payload(payload)
-        try:
-            args = ["kv", "bulk", operation, str(name), *self._target.location_args()]
-            if operation == "delete":
-                args.append("--force")
-            await run_wrangler(self._target.project, args)
-        finally:
-            name.unlink(missing_ok=True)
 
 
 def _write_payload(payload: list[Any]) -> Path:

@@ -4,7 +4,9 @@ so signals reach it) with telemetry and update checks off, so local runs stay on
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,3 +83,74 @@ async def run_wrangler(project: Path, args: Sequence[str]) -> str:
         tail = "\n".join(text.strip().splitlines()[-8:])
         raise WranglerError(f"wrangler {' '.join(args[:3])} failed: {tail}")
     return text
+
+
+class PersistentKvWriter:
+    """`edge/scripts/kv-writer.mjs` kept running: wrangler's own API (getPlatformProxy) writing
+    the same local store as `wrangler kv bulk put --local`, without wrangler's start-up per
+    write. For `edge dev`'s sync loop; a remote store is always written with `kv bulk put`."""
+
+    def __init__(self, project: Path, config: Path, persist_dir: Path) -> None:
+        self._project = project
+        self._config = config
+        self._persist_dir = persist_dir
+        self._process: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        node = shutil.which("node")
+        if node is None:
+            raise WranglerError("node is not installed (the edge commands need Node.js 20+)")
+        self._process = await asyncio.create_subprocess_exec(
+            node,
+            str(self._project / "scripts" / "kv-writer.mjs"),
+            str(self._config.resolve()),
+            str(self._persist_dir.resolve()),
+            cwd=self._project,
+            env=wrangler_env(self._project),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        if await self._read_line() != "ready":
+            await self.stop()
+            raise WranglerError("the local KV writer did not start")
+
+    async def _read_line(self) -> str:
+        """The writer's next answer (`ready`, `ok`, `error: …`); wrangler's own log lines on
+        the same stream are skipped. "" if the writer exited."""
+        assert self._process is not None
+        assert self._process.stdout is not None
+        while True:
+            raw = await asyncio.wait_for(self._process.stdout.readline(), WRANGLER_TIMEOUT_S)
+            line = raw.decode("utf-8", "replace").strip()
+            if not raw or line in ("ready", "ok") or line.startswith("error: "):
+                return line
+
+    async def _command(self, command: dict[str, object]) -> None:
+        async with self._lock:
+            process = self._process
+            if process is None or process.stdin is None or process.returncode is not None:
+                raise WranglerError("the local KV writer is not running")
+            process.stdin.write(json.dumps(command).encode() + b"\n")
+            await process.stdin.drain()
+            answer = await self._read_line()
+        if answer != "ok":
+            raise WranglerError(f"local KV write failed: {answer or 'no answer'}")
+
+    async def put(self, entries: list[dict[str, str]]) -> None:
+        await self._command({"op": "put", "entries": entries})
+
+    async def delete(self, keys: list[str]) -> None:
+        await self._command({"op": "delete", "keys": keys})
+
+    async def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()  # end of input: the writer disposes of its runtime and exits
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
