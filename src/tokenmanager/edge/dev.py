@@ -15,8 +15,8 @@ from tokenmanager.edge.project import build_wrangler_toml
 from tokenmanager.edge.sync import EdgeSync, sync_forever
 from tokenmanager.edge.wrangler import wrangler_binary, wrangler_env
 
-# A check is one small query; the write is one `kv bulk put` (wrangler's node start-up, ~1.5 s,
-# is most of a revocation's ~2 s path to the local Worker).
+# A check is one small query; a write goes through the long-lived local KV writer, so a
+# revocation reaches the local Worker within a few hundred milliseconds.
 SYNC_INTERVAL_S = 0.1
 STOP_GRACE_S = 10.0
 DEV_KV_NAMESPACE_ID = "tokenmanager-edge-dev"
