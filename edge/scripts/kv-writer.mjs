@@ -4,7 +4,8 @@
 // path to the local Worker).
 //   node scripts/kv-writer.mjs CONFIG PERSIST_DIR
 // Reads one JSON command per line on stdin: {"op": "put", "entries": [{"key", "value"}]} or
-// {"op": "delete", "keys": [...]}; answers "ok" or "error: …" per line. Exits at end of input.
+// {"op": "delete", "keys": [...]} or {"op": "list", "prefix": "…"}; answers "ok" (for a list,
+// "ok <JSON array of names>") or "error: …" per line. Exits at end of input.
 import { createInterface } from "node:readline";
 import { getPlatformProxy } from "wrangler";
 
@@ -25,6 +26,16 @@ for await (const line of createInterface({ input: process.stdin })) {
       for (const { key, value } of command.entries) await kv.put(key, value);
     } else if (command.op === "delete") {
       for (const key of command.keys) await kv.delete(key);
+    } else if (command.op === "list") {
+      const names = [];
+      let cursor;
+      do {
+        const page = await kv.list({ prefix: command.prefix, cursor });
+        names.push(...page.keys.map((key) => key.name));
+        cursor = page.list_complete ? undefined : page.cursor;
+      } while (cursor);
+      process.stdout.write(`ok ${JSON.stringify(names)}\n`);
+      continue;
     } else {
       throw new Error(`unknown op ${command.op}`);
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -98,6 +99,17 @@ async def test_sync_writes_a_snapshot_then_only_the_changes(
     assert record["revoked_at"] is not None
     unchanged = _cli(settings, "edge", "sync", "--project", str(project), "--local", str(store))
     assert "0 key(s) written" in unchanged.stdout
+
+    # A snapshot without the sync's state (lost, or another machine's) still removes the keys
+    # of a token deleted meanwhile.
+    shutil.rmtree(settings.data_dir / "edge-sync")
+    await services.tokens.delete(admin, stage.narrow_token.token.id)
+    snapshot = _cli(settings, "edge", "sync", "--project", str(project), "--local", str(store))
+    assert "full snapshot" in snapshot.stdout, snapshot.stderr
+    assert "1 deleted" in snapshot.stdout
+    keys = {entry["name"] for entry in json.loads(_kv(settings, project, store, "list"))}
+    assert f"token:{codec.hash_token(stage.narrow_token.token_secret)}" not in keys
+    assert f"token:{token_hash}" in keys
 
 
 async def test_watch_syncs_a_revocation_and_stops_on_sigterm(

@@ -206,7 +206,8 @@ def dev(
                 persist_dir=setup.persist_dir,
                 state_path=sync_state_path(settings.data_dir, setup.config, setup.persist_dir),
             )
-            # A fresh local store each run: the first sync is a full snapshot.
+            # The first sync is a full snapshot, which also deletes token keys left in the local
+            # store by an earlier run.
             target.state_path.unlink(missing_ok=True)
             writer = PersistentKvWriter(project, setup.config, setup.persist_dir)
             syncer = EdgeSync(services.database, services.keyring, edge_key, target, writer)

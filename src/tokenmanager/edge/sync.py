@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from tokenmanager.clock import utcnow
 from tokenmanager.crypto import Keyring
 from tokenmanager.edge.records import (
+    TOKEN_KEY_PREFIX,
     EdgeRoute,
     build_config,
     build_edge_key,
@@ -116,6 +117,8 @@ class KvWriter(Protocol):
 
     async def delete(self, keys: list[str]) -> None: ...
 
+    async def list_keys(self, prefix: str) -> list[str]: ...
+
 
 class WranglerBulkWriter:
     """`wrangler kv bulk put` / `bulk delete`: one wrangler run per call, local or remote."""
@@ -128,6 +131,15 @@ class WranglerBulkWriter:
 
     async def delete(self, keys: list[str]) -> None:
         await self._bulk("delete", keys)
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        output = await run_wrangler(
+            self._target.project,
+            ["kv", "key", "list", "--prefix", prefix, *self._target.location_args()],
+        )
+        # wrangler prints the JSON array after any notices of its own.
+        listed, _ = json.JSONDecoder().raw_decode(output[output.index("[") :])
+        return [str(entry["name"]) for entry in listed]
 
     async def _bulk(self, operation: str, payload: list[Any]) -> None:
         name = _write_payload(payload)
@@ -208,18 +220,25 @@ class EdgeSync:
             )
         config = build_config(routes, imported, self._edge_key, utcnow())
         changes = build_kv_changes(token_rows, changed_ids, known, config)
+        deletes = list(changes.deletes)
+        if is_full:
+            # A snapshot also removes token keys this state never knew (a lost state file, a
+            # store written by another control plane), so no deleted token lingers at the edge.
+            written = set(changes.puts)
+            present = await self._writer.list_keys(TOKEN_KEY_PREFIX)
+            deletes = sorted(set(deletes) | {key for key in present if key not in written})
         await self._writer.put(
             [{"key": key, "value": json.dumps(value)} for key, value in changes.puts.items()]
         )
-        if changes.deletes:
-            await self._writer.delete(changes.deletes)
+        if deletes:
+            await self._writer.delete(deletes)
         self._write_state(
             {
                 "change_id": version,
                 "keys_by_token": {str(k): v for k, v in changes.keys_by_token.items()},
             }
         )
-        return SyncResult(is_full, len(changes.puts), len(changes.deletes), version)
+        return SyncResult(is_full, len(changes.puts), len(deletes), version)
 
 
 def _write_payload(payload: list[Any]) -> Path:

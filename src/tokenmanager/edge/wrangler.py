@@ -123,10 +123,11 @@ class PersistentKvWriter:
         while True:
             raw = await asyncio.wait_for(self._process.stdout.readline(), WRANGLER_TIMEOUT_S)
             line = raw.decode("utf-8", "replace").strip()
-            if not raw or line in ("ready", "ok") or line.startswith("error: "):
+            if not raw or line in ("ready", "ok") or line.startswith(("ok ", "error: ")):
                 return line
 
-    async def _command(self, command: dict[str, object]) -> None:
+    async def _command(self, command: dict[str, object]) -> str:
+        """The answer's payload after `ok` ("" for writes)."""
         async with self._lock:
             process = self._process
             if process is None or process.stdin is None or process.returncode is not None:
@@ -134,8 +135,14 @@ class PersistentKvWriter:
             process.stdin.write(json.dumps(command).encode() + b"\n")
             await process.stdin.drain()
             answer = await self._read_line()
-        if answer != "ok":
+        if answer != "ok" and not answer.startswith("ok "):
             raise WranglerError(f"local KV write failed: {answer or 'no answer'}")
+        return answer[3:]
+
+    async def list_keys(self, prefix: str) -> list[str]:
+        return [
+            str(key) for key in json.loads(await self._command({"op": "list", "prefix": prefix}))
+        ]
 
     async def put(self, entries: list[dict[str, str]]) -> None:
         await self._command({"op": "put", "entries": entries})
