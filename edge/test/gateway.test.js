@@ -99,6 +99,8 @@ describe("answers", () => {
       expect(JSON.parse(missing.body)).toEqual({ error: { status: 404, code: "not_found", message: "no route for this path" } });
     }
   });
+  // workerd logs "uncaught exception … Network connection lost" for any refused fetch, even
+  // one whose rejection is handled (a bare `fetch(…).catch(() => {})` does the same).
   it("answers 502 connect_error when the upstream refuses", async () => {
     const { response, body } = await call("/api/down", { headers: { "x-api-key": TOKEN } });
     expect(response.status).toBe(502);
