@@ -12,6 +12,7 @@ import typer
 from tokenmanager.access.actor import cli_actor
 from tokenmanager.cli.context import open_services
 from tokenmanager.cli.output import run, stdout
+from tokenmanager.errors import ConfigurationError
 
 app = typer.Typer(
     help="The edge gateway: a Cloudflare Worker fed by the control plane through Workers KV.",
@@ -120,7 +121,9 @@ def sync(
         async with open_services() as services:
             config = project / "wrangler.toml"
             if not config.is_file():
-                raise_missing(config)
+                raise ConfigurationError(
+                    f"{config} not found: run `tokenmanager edge init DIR` first"
+                )
             npm_project = project if (project / "node_modules").is_dir() else source_project()
             target = KvTarget(
                 project=npm_project,
@@ -152,12 +155,6 @@ def sync(
             return "Stopped watching."
 
     stdout.print(run(body))
-
-
-def raise_missing(config: Path) -> None:
-    from tokenmanager.errors import ConfigurationError
-
-    raise ConfigurationError(f"{config} not found: run `tokenmanager edge init DIR` first")
 
 
 @app.command("dev")
