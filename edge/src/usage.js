@@ -8,6 +8,7 @@
 export const FLUSH_DELAY_MS = 200;
 export const MAX_DIRECT_BATCH = 200;
 export const DIRECT_ATTEMPTS = 3;
+export const RETRY_BASE_MS = 500;
 export const QUEUE_RETRY_DELAY_S = 2;
 
 /** Per-isolate counters (Workers have no shared memory): shown at /healthz and in the logs. */
@@ -120,7 +121,8 @@ async function flushDirect(env) {
     } catch (error) {
       if (attempt < DIRECT_ATTEMPTS) {
         stats.retried++;
-        await new Promise((resolve) => setTimeout(resolve, 500 * 2 ** (attempt - 1)));
+        const baseMs = Number(env.USAGE_RETRY_BASE_MS ?? RETRY_BASE_MS);
+        await new Promise((resolve) => setTimeout(resolve, baseMs * 2 ** (attempt - 1)));
       } else {
         stats.dropped += batch.length;
         console.error(

@@ -168,3 +168,22 @@ describe("KV outage", () => {
     expect(JSON.parse(body)).toEqual({ error: { status: 503, code: "unavailable", message: "token verification is unavailable" } });
   });
 });
+
+describe("usage without a Queue", () => {
+  it("retries a failed post, then drops the batch counted and logged", async () => {
+    const before = { ...stats };
+    await fetch(`${collector()}/fail-next`, { method: "POST", body: "3" });
+    await call("/api/echo/dropped", { headers: { "x-api-key": TOKEN } }, { USAGE_RETRY_BASE_MS: "1" });
+    expect(stats.retried - before.retried).toBe(2);
+    expect(stats.dropped - before.dropped).toBe(1);
+    expect(stats.post_failed - before.post_failed).toBe(3);
+  });
+  it("a post that fails once is delivered on the retry", async () => {
+    const before = { ...stats };
+    await fetch(`${collector()}/fail-next`, { method: "POST", body: "1" });
+    await call("/api/echo/retried", { headers: { "x-api-key": TOKEN, "user-agent": "retried" } }, { USAGE_RETRY_BASE_MS: "1" });
+    expect(stats.dropped).toBe(before.dropped);
+    const received = await (await fetch(`${collector()}/received`)).json();
+    expect(received.flatMap((post) => post.records).filter((r) => r.user_agent === "retried")).toHaveLength(1);
+  });
+});
