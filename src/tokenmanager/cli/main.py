@@ -10,6 +10,7 @@ import typer
 from tokenmanager import __version__
 from tokenmanager.cli import (
     demo,
+    edge,
     ingest_keys,
     prices,
     routes,
@@ -39,6 +40,7 @@ app.add_typer(prices.app, name="price")
 app.add_typer(usage.app, name="usage")
 app.add_typer(usage.rollup_app, name="rollup")
 app.add_typer(security.app, name="security")
+app.add_typer(edge.app, name="edge")
 app.command()(servers.serve)
 app.command()(servers.gateway)
 app.command("mock-upstream")(servers.mock_upstream)

@@ -31,10 +31,16 @@ LLM_FIELDS = frozenset(
         "reasoning_tokens", "usage_source",
     }
 )  # fmt: skip
-ACCEPTED_FIELDS = SEED_FIELDS | LLM_FIELDS
 # One call's tokens: far above any model's context, and within the INT column.
 MAX_TOKENS = 1_000_000_000
 _COUNT_FIELDS = ("prompt_tokens", "completion_tokens", "cached_prompt_tokens", "reasoning_tokens")
+# What our own edge Worker (edge/) adds to the seed's record, so its calls carry the same detail
+# as the Python gateway's. `source` may only name a gateway that posts records.
+EDGE_FIELDS = frozenset({"failure_kind", "ttfb_ms", "bytes_in", "bytes_out", "source"})
+ACCEPTED_FIELDS = SEED_FIELDS | LLM_FIELDS | EDGE_FIELDS
+INGEST_SOURCES = frozenset({"ingest", "edge"})
+MAX_BYTES = 2**62
+_FAILURE_KIND = re.compile(r"[a-z_]{1,32}")
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_RESPONSE_TIME_MS = 24 * 3600 * 1000
@@ -166,7 +172,8 @@ def parse_usage_record(  # noqa: C901 - one check per optional field, each its o
     for unknown in sorted(set(record) - ACCEPTED_FIELDS):
         problems.add(unknown, "unknown field")
     token_hash = record.get("token_hash")
-    if not isinstance(token_hash, str) or not _HASH.fullmatch(token_hash):
+    # "" is a call that presented no well-formed token (refused), as the gateway records it.
+    if not isinstance(token_hash, str) or not (token_hash == "" or _HASH.fullmatch(token_hash)):
         problems.add("token_hash", "must be the token's SHA-256 as 64 hexadecimal characters")
     used_at = now
     if record.get("timestamp") is not None:
@@ -188,6 +195,15 @@ def parse_usage_record(  # noqa: C901 - one check per optional field, each its o
     method = _optional_text(problems, record, "request_method")
     if method is not None and not _METHOD.fullmatch(method):
         problems.add("request_method", "must be an HTTP method such as GET or POST")
+    ttfb_ms = _optional_int(problems, record, "ttfb_ms", 0, MAX_RESPONSE_TIME_MS)
+    bytes_in = _optional_int(problems, record, "bytes_in", 0, MAX_BYTES)
+    bytes_out = _optional_int(problems, record, "bytes_out", 0, MAX_BYTES)
+    failure_kind = _optional_text(problems, record, "failure_kind")
+    if failure_kind is not None and not _FAILURE_KIND.fullmatch(failure_kind):
+        problems.add("failure_kind", "must be a failure kind such as not_found or connect_error")
+    source = record.get("source") or "ingest"
+    if source not in INGEST_SOURCES:
+        problems.add("source", f"must be one of {', '.join(sorted(INGEST_SOURCES))}")
     event_id = record.get("event_id")
     if event_id is not None:
         try:
@@ -220,6 +236,10 @@ def parse_usage_record(  # noqa: C901 - one check per optional field, each its o
         user_agent=user_agent,
         request_method=method.upper() if method else None,
         error_message=error_message,
-        source="ingest",
+        ttfb_ms=ttfb_ms,
+        bytes_in=bytes_in,
+        bytes_out=bytes_out,
+        failure_kind=failure_kind,
+        source=source,
         **llm,
     )
