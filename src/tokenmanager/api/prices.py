@@ -11,13 +11,16 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from tokenmanager.api.auth import ActorDep, ServicesDep
+from tokenmanager.api.errors import SIGNED_IN_ERRORS, error_responses
 from tokenmanager.api.schemas import StrictBody, UsdAmount, usd_text
 from tokenmanager.errors import InvalidInputError
 from tokenmanager.pricing.models import Price
 from tokenmanager.pricing.money import format_micro_usd
 from tokenmanager.pricing.service import checked_model
 
-router = APIRouter(prefix="/api/prices", tags=["prices"])
+router = APIRouter(
+    prefix="/api/prices", tags=["prices"], responses=error_responses(*SIGNED_IN_ERRORS)
+)
 
 
 UsdPerMtok = Annotated[UsdAmount, Field(description="USD per million tokens", examples=["2.5"])]

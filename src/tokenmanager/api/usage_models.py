@@ -23,9 +23,16 @@ class Answer(BaseModel):
 
 
 class LlmFigures(Answer):
+    """What LLM calls used: `cost_usd` is an exact decimal string, null when every LLM call had
+    no price; the counts beside it say how much of the figure is unknown or estimated."""
+
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cost_usd: str | None = Field(default=None, description="Decimal string in US dollars")
+    llm_calls: int | None = None
+    unpriced_calls: int | None = Field(default=None, description="LLM calls without a price")
+    estimated_calls: int | None = Field(default=None, description="LLM calls counted by estimate")
+    missing_calls: int | None = Field(default=None, description="LLM calls with unknown counts")
 
 
 class LatencySummary(Answer):
