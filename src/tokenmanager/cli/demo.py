@@ -488,8 +488,9 @@ async def _prepare(settings: Settings, upstream_port: int) -> Prepared:
 
 async def _set_near_budget(services: Services, tokens: list[dict[str, Any]], now: datetime) -> None:
     """Give BUDGET_TOKEN_NAME a monthly budget it has spent ~BUDGET_SPENT_PERCENT of (its
-    spend this month read back from the history just written; whole cents, rounded up)."""
+    spend this month read back from the history just written, the budget rounded up)."""
     from tokenmanager.calendar import period_start
+    from tokenmanager.pricing.money import format_micro_usd
     from tokenmanager.storage.spend import read_spend
 
     token = next(t for t in tokens if t["name"] == BUDGET_TOKEN_NAME)
@@ -498,11 +499,14 @@ async def _set_near_budget(services: Services, tokens: list[dict[str, Any]], now
         spent_pusd = (await read_spend(connection, [key]))[key]
     if spent_pusd <= 0:
         return  # the first minutes of a month: nothing spent yet, no budget to sit near
-    cent_pusd = 10**10
-    budget_pusd = spent_pusd * 100 // BUDGET_SPENT_PERCENT
-    budget_cents = -(-budget_pusd // cent_pusd)  # ceiling
+    # Whole cents when that moves the share by under 1 % (a budget of a dollar or more), else
+    # micro-dollars (early in a month, little is spent yet).
+    micro_pusd, cent_micro = 10**6, 10**4
+    budget_micro = -(-spent_pusd * 100 // (BUDGET_SPENT_PERCENT * micro_pusd))  # ceiling
+    if budget_micro >= 100 * cent_micro:
+        budget_micro = -(-budget_micro // cent_micro) * cent_micro
     await services.tokens.update(
-        cli_actor(), token["id"], {"budget_usd": f"{budget_cents // 100}.{budget_cents % 100:02d}"}
+        cli_actor(), token["id"], {"budget_usd": format_micro_usd(budget_micro)}
     )
 
 
