@@ -7,6 +7,7 @@ only read."""
 from __future__ import annotations
 
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -135,6 +136,7 @@ async def test_budget_bars_on_the_token_page_and_team_budgets_on_tokens(
     admin: Actor,
     users: dict[str, tuple[str, str]],
     watch: BrowserWatch,
+    screenshot_dir: Path,
 ) -> None:
     stage = await build_stage(services, admin)
     token_a = stage.tokens["a"].token.id
@@ -158,6 +160,7 @@ async def test_budget_bars_on_the_token_page_and_team_budgets_on_tokens(
     start, end = period_bounds("month", utcnow(), UTC)
     times = await bar.locator("time").evaluate_all("ts => ts.map(t => t.dateTime)")
     assert times == [start.isoformat(), end.isoformat()]
+    await page.screenshot(path=str(screenshot_dir / "budget-dark-token.png"), full_page=True)
     twin = await _json(page, f"/tokens/{token_a}.json")
     assert twin["budget"]["spent_usd"] == format_usd(spent_month)
     assert twin["budget"]["budget_usd"] == "0.004"
@@ -172,6 +175,7 @@ async def test_budget_bars_on_the_token_page_and_team_budgets_on_tokens(
     assert await page.locator("#token-budget").inner_text() == "no budget"
 
     await goto(page, "/tokens")
+    await page.screenshot(path=str(screenshot_dir / "budget-dark-tokens.png"), full_page=True)
     rows = page.locator("#team-budgets tbody tr")
     assert await rows.count() == 1  # team-b has no budget
     team_text = await page.locator("#team-budgets tr[data-team-id=team-a]").inner_text()
