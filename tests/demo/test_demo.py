@@ -282,14 +282,16 @@ def test_the_printed_python_snippet_works_as_pasted(demo: RunningDemo, admin: ht
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl, as a reader pasting has")
 def test_the_printed_curl_commands_work_as_pasted(demo: RunningDemo) -> None:
     commands = demo.banner.curl_commands()
-    assert len(commands) == 2
+    assert len(commands) == 3
+    kinds = []
     for command in commands:
         result = subprocess.run(  # noqa: S602 - the printed command, run as a reader pastes it
             command, shell=True, capture_output=True, text=True, timeout=60, check=False
         )
         assert result.returncode == 0, result.stderr
         answer = json.loads(result.stdout)
-        assert answer.get("object") == "chat.completion" or answer.get("path") == "/orders/42"
+        kinds.append(answer.get("object") or answer.get("type") or answer.get("path"))
+    assert kinds == ["chat.completion", "message", "/orders/42"]
 
 
 def test_the_history_spans_30_days_with_errors_an_idle_token_and_a_burst(
@@ -303,7 +305,7 @@ def test_the_history_spans_30_days_with_errors_an_idle_token_and_a_burst(
     assert len(days_with_calls) >= 30
     routes = {route["route_path"]: route for route in stats["top_routes"]}
     # None: calls refused before a route matched (the earlier test makes one with a bad token).
-    assert set(routes) - {None} == {"/api/openai", "/api/echo", "/api/reports"}
+    assert set(routes) - {None} == {"/api/openai", "/api/anthropic", "/api/echo", "/api/reports"}
     # Each route has its own latency: the slow service, the model, the echo.
     assert (
         routes["/api/reports"]["avg_response_time"]
@@ -326,6 +328,74 @@ def test_the_history_spans_30_days_with_errors_an_idle_token_and_a_burst(
     burst = [row for row in rows if row["ip_address"] == "203.0.113.50"]
     assert len(burst) == 1500
     assert {row["route_path"] for row in burst} == {"/api/openai"}
+
+
+def test_the_history_has_llm_models_tokens_and_costs_at_the_default_prices(
+    demo: RunningDemo, admin: httpx.Client
+) -> None:
+    from tokenmanager.pricing.defaults import DEFAULT_PRICES
+    from tokenmanager.pricing.models import match_price
+    from tokenmanager.pricing.money import format_usd
+
+    providers = {
+        route["path_prefix"]: route["provider"] for route in admin.get("/api/routes").json()
+    }
+    assert providers["/api/openai"] == "openai"
+    assert providers["/api/anthropic"] == "anthropic"
+    assert providers["/api/echo"] is None
+
+    answer = admin.get("/api/usage/costs", params={"window": "30d", "group_by": "model"})
+    assert answer.status_code == 200, answer.text
+    rows = {row["model"]: row for row in answer.json()["rows"]}
+    history_models = {
+        "gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "claude-sonnet-4-5-20250929",
+        "claude-3-5-haiku-20241022",
+    }  # fmt: skip
+    assert history_models <= set(rows)
+    prices = {price.model: price for price in DEFAULT_PRICES}
+    for model in history_models:
+        row = rows[model]
+        assert row["calls"] > 100, model
+        assert row["unpriced_calls"] == 0, model
+        assert row["prompt_tokens"] > row["calls"] * 100, model
+        # The cost is the default price's: cached prompt tokens at the cached price.
+        price = match_price(model, prices)
+        assert price is not None
+        cached_price = price.cached_input_micro_usd_per_mtok or price.input_micro_usd_per_mtok
+        expected = (
+            (row["prompt_tokens"] - row["cached_prompt_tokens"]) * price.input_micro_usd_per_mtok
+            + row["cached_prompt_tokens"] * cached_price
+            + row["completion_tokens"] * price.output_micro_usd_per_mtok
+        )
+        assert row["cost_usd"] == format_usd(expected), model
+    assert rows["text-embedding-3-small"]["completion_tokens"] == 0
+    totals = answer.json()["totals"]
+    assert 0 < totals["estimated_calls"] < totals["calls"] // 10  # a few estimated streams
+    overview = admin.get("/api/usage/stats", params={"window": "30d", "bucket": "day"}).json()
+    assert overview["overview"]["cost_usd"] is not None
+    assert overview["overview"]["prompt_tokens"] > 0
+
+
+def test_one_token_sits_near_its_monthly_budget_and_is_reported(
+    demo: RunningDemo, admin: httpx.Client
+) -> None:
+    tokens = {token["name"]: token for token in admin.get("/api/tokens").json()}
+    notebook = tokens["analytics notebook"]
+    assert notebook["budget_usd"] is not None
+    assert notebook["budget_period"] == "month"
+    assert [t["name"] for t in tokens.values() if t["budget_usd"] is not None] == [
+        "analytics notebook"
+    ]
+    findings = admin.get(
+        "/api/security/findings", params={"kind": "budget_threshold", "limit": 50}
+    ).json()["findings"]
+    budget = [f for f in findings if f["kind"] == "budget_threshold"]
+    assert [f["token_id"] for f in budget] == [notebook["id"]]
+    evidence = budget[0]["evidence"]
+    assert evidence["budget_usd"] == notebook["budget_usd"]
+    assert 80 <= evidence["spent_percent"] < 90
+    assert evidence["threshold_percent"] == 80
+    assert budget[0]["severity"] == "medium"
 
 
 def test_the_detectors_report_the_burst_and_nothing_else_in_the_history(
@@ -358,7 +428,8 @@ def test_the_detectors_report_the_burst_and_nothing_else_in_the_history(
     assert volume["token_id"] == burst_token
     assert volume["evidence"]["calls"] >= 10 * max(1, volume["evidence"]["baseline_median"])
     assert by_kind["new_user_agent"]["evidence"]["agent"] == "python-httpx"
-    # The normal traffic of the other tokens raised nothing.
+    # The normal traffic of the other tokens raised nothing (the budget finding is the
+    # detectors' run after the history: first seen then, see the test above).
     assert {f["token_id"] for f in from_history} == {burst_token}
     assert len(from_history) == len(by_kind)
 

@@ -8,16 +8,21 @@ import random
 import statistics
 import uuid
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tokenmanager.llm.models import LlmUsage, UsageSource
+from tokenmanager.pricing.book import PriceBook
+from tokenmanager.pricing.defaults import DEFAULT_PRICES
 from tokenmanager.security.evaluation import PLAN_KINDS, PlannedAnomaly
 from tokenmanager.security.models import DetectorKind
 from tokenmanager.usage.events import UsageEvent
 from tokenmanager.usage.synthetic import (
     BurstFromNewIp,
     CallerProfile,
+    ModelProfile,
     RouteProfile,
     TrafficPlan,
     count_events,
@@ -285,3 +290,75 @@ def test_kinds_a_plan_cannot_carry_are_refused() -> None:
     short = plan(100, start=END - timedelta(days=2), injectors=(PlannedAnomaly(PLAN_KINDS[0]),))
     with pytest.raises(ValueError, match="at least 7 days"):
         inject(short)
+
+
+LLM_ROUTE = RouteProfile(
+    "/api/llm",
+    median_ms=800,
+    weight=2,
+    error_rate=0.05,
+    models=(
+        ModelProfile("gpt-4o-mini", weight=3, prompt_median=900, completion_median=200,
+                     cached_share=0.5),
+        ModelProfile("text-embedding-3-small", weight=1, prompt_median=300, completion_median=0),
+        ModelProfile("house-model", weight=1),
+    ),
+    estimated_share=0.05,
+)  # fmt: skip
+
+
+def test_an_llm_route_meters_its_calls_at_the_plan_prices_and_leaves_the_rest_unchanged() -> None:
+    routes = (*ROUTES, LLM_ROUTE)
+    plain = flatten(plan(5000, routes=(*ROUTES, replace(LLM_ROUTE, models=()))))
+    metered = flatten(plan(5000, routes=routes))
+    # The LLM fields come from each call's own generator: everything else is as without them.
+    assert [(e.event_id, e.route_path, e.response_status) for e in plain] == [
+        (e.event_id, e.route_path, e.response_status) for e in metered
+    ]
+    assert flatten(plan(5000, routes=routes)) == metered  # and they are seeded
+    book = PriceBook.of(DEFAULT_PRICES)
+    llm = [e for e in metered if e.route_path == "/api/llm"]
+    assert all(e.model is None and e.usage_source is None for e in metered if e not in llm)
+    assert {e.model for e in llm} == {"gpt-4o-mini", "text-embedding-3-small", "house-model"}
+    sources: Counter[str | None] = Counter()
+    for event in llm:
+        sources[event.usage_source] += 1
+        if event.failure_kind is not None:  # no answer: only the requested model is known
+            assert (event.usage_source, event.prompt_tokens, event.cost_pusd) == (None, None, None)
+            continue
+        assert event.prompt_tokens is not None
+        assert event.completion_tokens is not None
+        if event.response_status is not None and event.response_status >= 400:
+            assert (event.prompt_tokens, event.completion_tokens) == (0, 0)  # refused: no bill
+        else:
+            assert event.prompt_tokens > 0
+        if event.model == "text-embedding-3-small":
+            assert event.completion_tokens == 0
+        usage = LlmUsage(
+            model=event.model,
+            prompt_tokens=event.prompt_tokens,
+            completion_tokens=event.completion_tokens,
+            cached_prompt_tokens=event.cached_prompt_tokens,
+            reasoning_tokens=None,
+            usage_source=UsageSource(event.usage_source),
+        )
+        assert event.cost_pusd == book.cost_for(usage)
+        if event.model == "house-model":
+            assert event.cost_pusd is None  # no price: unknown, never 0
+        elif event.usage_source == "estimated":
+            assert event.cached_prompt_tokens is None
+    assert 0 < sources["estimated"] < sources["reported"] // 10
+    assert any(e.cached_prompt_tokens for e in llm)
+    # Other prices, other costs: the plan's prices are the ones used.
+    doubled = {
+        p.model: replace(p, input_micro_usd_per_mtok=2 * p.input_micro_usd_per_mtok)
+        for p in DEFAULT_PRICES
+    }
+    repriced = flatten(plan(5000, routes=routes, prices=doubled))
+    mini = [
+        (a.cost_pusd, b.cost_pusd)
+        for a, b in zip(metered, repriced, strict=True)
+        if a.model == "gpt-4o-mini" and a.prompt_tokens
+    ]
+    assert mini
+    assert all(after > before for before, after in mini if before is not None and after)

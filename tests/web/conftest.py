@@ -18,6 +18,9 @@ from tokenmanager.access.actor import Actor, Role
 from tokenmanager.api.app import create_app
 from tokenmanager.clock import utcnow
 from tokenmanager.composition import Services
+from tokenmanager.llm.models import LlmUsage, UsageSource
+from tokenmanager.pricing.book import PriceBook
+from tokenmanager.pricing.defaults import DEFAULT_PRICES
 from tokenmanager.settings import Settings
 from tokenmanager.storage.usage import insert_usage_events
 from tokenmanager.testing import make_settings, running_asgi_server
@@ -39,6 +42,7 @@ ADMIN = ("alice", "admin password 123")
 VIEWER = ("victor", "viewer password 123")
 MEMBER = ("mona", "member password 123")
 DEADLINE_S = 15.0
+DEFAULT_BOOK = PriceBook.of(DEFAULT_PRICES)
 
 
 @pytest.fixture
@@ -246,17 +250,41 @@ NAMES = {
     "route_b": "/api/aws",
     "description": "OpenAI chat completions",
     "message": "upstream timed out",
+    "model": "gpt-4o-mini",
 }
+UNPRICED_MODEL = "in-house-llm"
+
+
+def llm_fields(model: str, index: int) -> dict[str, Any]:
+    """An LLM call's metered fields, its cost computed with the shipped default prices as the
+    gateway does at record time (None for a model without a price)."""
+    usage = LlmUsage(
+        model=model,
+        prompt_tokens=1000 + 10 * index,
+        completion_tokens=200 + index,
+        cached_prompt_tokens=None,
+        reasoning_tokens=None,
+        usage_source=UsageSource.REPORTED,
+    )
+    return {
+        "model": model,
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "usage_source": usage.usage_source.value,
+        "cost_pusd": DEFAULT_BOOK.cost_for(usage),
+    }
 
 
 @dataclass
 class Stage:
     """Two teams' tokens and two routes with a day of usage: team-a's token on route_a (some
-    500s), team-b's on route_b (some 429s), and one call by a hash no token has."""
+    500s; every other success an LLM call to names["model"], one to a model without a price),
+    team-b's on route_b (some 429s), and one call by a hash no token has."""
 
     tokens: dict[str, IssuedToken]
     route_ids: dict[str, int]
     names: dict[str, str]
+    events: list[UsageEvent] = field(default_factory=list)
 
 
 async def build_stage(
@@ -281,9 +309,14 @@ async def build_stage(
     events = []
     for index in range(24):
         minutes_ago = 2 + index * 55
+        llm: dict[str, Any] = {}
+        if index % 2 == 0:
+            llm = llm_fields(names["model"], index)
+        elif index == 1:
+            llm = llm_fields(UNPRICED_MODEL, index)
         events.append(
             usage_event(token_a, names["route_a"], minutes_ago=minutes_ago, now=now,
-                        duration_ms=100 + 40 * (index % 5))
+                        duration_ms=100 + 40 * (index % 5), **llm)
         )  # fmt: skip
         if index % 3 == 0:
             events.append(
@@ -304,6 +337,7 @@ async def build_stage(
         tokens={"a": token_a, "b": token_b},
         route_ids={"a": route_a.id, "b": route_b.id},
         names=names,
+        events=[*events, stranger],
     )
 
 

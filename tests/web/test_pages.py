@@ -48,6 +48,7 @@ def _admin_pages(stage: Stage) -> list[str]:
         "/audit",
         "/security",
         "/security?status=all&min_severity=high",
+        "/prices",
     ]
 
 
@@ -169,7 +170,7 @@ async def test_a_viewer_sees_the_pages_of_their_team_but_not_the_audit_log(
     await sign_in(page, *users["viewer"])
     token_a = stage.tokens["a"].token.id
     for path in ("/", "/usage-analytics", "/tokens", f"/tokens/{token_a}", "/routes",
-                 f"/routes/{stage.route_ids['a']}"):  # fmt: skip
+                 f"/routes/{stage.route_ids['a']}", "/prices"):  # fmt: skip
         await goto(page, path)
         await wait_for_charts(page)
         html = await page.content()

@@ -59,6 +59,9 @@ async def test_viewer_twins_hold_only_their_teams_usage(
     assert mine["overview"] == team_a["overview"]
     assert mine["hourly_usage"] == team_a["hourly_usage"]
     assert mine["route_shares"] == team_a["route_shares"]
+    assert mine["costs"] == team_a["costs"]
+    assert [row["team_id"] for row in mine["costs"]["team"]["rows"]] == ["team-a"]
+    assert mine["costs"]["model"]["totals"] == everything["costs"]["model"]["totals"]  # b: none
     assert mine["overview"]["total_calls"] == 28 < everything["overview"]["total_calls"] == 37
     assert {t["team_id"] for t in mine["top_tokens"]} == {"team-a"}
     await _json(viewer, "/usage-analytics.json?team_id=team-b", 404)
@@ -70,6 +73,7 @@ async def test_viewer_twins_hold_only_their_teams_usage(
 
     tokens = await _json(viewer, "/tokens.json")
     assert [(t["name"], t["call_count"]) for t in tokens["tokens"]] == [("Prod bot", 28)]
+    assert tokens["team_budgets"] == []  # no team has a budget yet
     await _json(viewer, f"/tokens/{stage.tokens['b'].token.id}.json", 404)
     token_a = await _json(viewer, f"/tokens/{stage.tokens['a'].token.id}.json")
     assert token_a["stats"]["total_calls"] == 28
@@ -88,6 +92,19 @@ async def test_viewer_twins_hold_only_their_teams_usage(
 
     await _json(viewer, "/audit.json", 403)
     assert len((await _json(admin, "/audit.json"))["entries"]) > 0
+
+
+async def test_viewers_see_only_their_teams_budgets(
+    clients: dict[str, httpx.AsyncClient], services: Services, admin: Actor
+) -> None:
+    for team_id in ("team-a", "team-b"):
+        await services.teams.update(admin, team_id, {"budget_usd": "10"})
+    mine = await _json(clients["viewer"], "/tokens.json")
+    everything = await _json(clients["admin"], "/tokens.json")
+    assert [b["team_id"] for b in mine["team_budgets"]] == ["team-a"]
+    assert [b["team_id"] for b in everything["team_budgets"]] == ["team-a", "team-b"]
+    assert mine["team_budgets"][0] == everything["team_budgets"][0]
+    assert mine["team_budgets"][0]["budget"]["budget_usd"] == "10"
 
 
 async def test_viewer_pages_never_name_other_teams_tokens(

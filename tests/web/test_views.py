@@ -11,6 +11,7 @@ import pytest
 from tokenmanager.tokens.models import Token
 from tokenmanager.web.i18n import Locale, pick_language
 from tokenmanager.web.views import (
+    budget_view,
     live_success_rate,
     parse_window_choice,
     route_shares,
@@ -115,3 +116,37 @@ def test_language_choice_and_formats() -> None:
     assert chinese.weekdays()[6] == "週日"
     assert english.text("nav_tokens") == "Tokens"
     assert chinese.text("nav_tokens") == "權杖"
+
+
+START = datetime(2026, 12, 1, tzinfo=UTC)
+END = datetime(2027, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("budget_micro_usd", "spent_pusd", "spent_usd", "percent", "bar"),
+    [
+        (4_000, 3_517_200_000, "0.0035172", 87, 87),  # 0.0035172 of 0.004: 87.93 -> 87
+        (1_000_000, 10**12, "1", 100, 100),
+        (1_000_000, 25 * 10**11, "2.5", 250, 100),  # over budget: the bar stops at full
+        (2_500_000, 0, "0", 0, 0),
+        (0, 1, "0.000000000001", 100, 100),  # a budget of 0 with anything spent is used up
+        (0, 0, "0", 0, 0),
+    ],
+)
+def test_budget_view_is_exact_decimal_strings_and_an_integer_percent(
+    budget_micro_usd: int, spent_pusd: int, spent_usd: str, percent: int, bar: int
+) -> None:
+    view = budget_view(budget_micro_usd, "month", spent_pusd, START, END)
+    assert view is not None
+    assert view["spent_usd"] == spent_usd
+    assert (view["percent_spent"], view["bar_percent"]) == (percent, bar)
+    assert view["period_start"] == START.isoformat()
+    assert view["period_end"] == END.isoformat()
+    assert view["budget_period"] == "month"
+
+
+def test_no_budget_no_bar_and_the_period_defaults_to_month() -> None:
+    assert budget_view(None, None, 123, START, END) is None
+    view = budget_view(12_500_000, None, 0, START, END)
+    assert view is not None
+    assert (view["budget_usd"], view["budget_period"]) == ("12.5", "month")

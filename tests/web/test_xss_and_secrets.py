@@ -30,6 +30,7 @@ HOSTILE = {
     "route_a": "/xss/'onmouseover=alert(1)",
     "description": "<svg onload=alert('route')>",
     "message": "<b onmouseover=alert('error')>boom</b>",
+    "model": '<script>alert("model")</script>',
 }
 
 
@@ -46,6 +47,7 @@ def _pages(stage: Any) -> list[str]:
         f"/routes/{route_id}",
         f"/routes/{route_id}/edit",
         "/audit",
+        "/prices",
     ]
 
 
@@ -58,6 +60,10 @@ async def test_hostile_names_render_as_text_everywhere(
     watch: BrowserWatch,
 ) -> None:
     stage = await build_stage(services, admin, HOSTILE)
+    # The hostile model's calls have no default price; it gets one, and shows on /prices.
+    await services.prices.set(
+        admin, HOSTILE["model"], input_usd_per_mtok="1", output_usd_per_mtok="2"
+    )
     context = await open_context(browser, control_plane, watch)
     page = await context.new_page()
     await sign_in(page, *users["admin"])
@@ -69,6 +75,9 @@ async def test_hostile_names_render_as_text_everywhere(
         assert await page.locator("main script, main img, main svg, main b").count() == 0, path
         if path.startswith("/tokens/"):
             assert HOSTILE["token_a"] in text, path
+            assert HOSTILE["model"] in text, path  # the recent calls' model column
+        if path in ("/usage-analytics", "/prices"):
+            assert HOSTILE["model"] in text, path
         if path.startswith("/routes/") and not path.endswith("/edit"):
             assert HOSTILE["description"] in text, path
             assert HOSTILE["message"] in text, path
@@ -83,6 +92,12 @@ async def test_hostile_names_render_as_text_everywhere(
                    .getOption().series[0].data.map(d => d.name)"""
     )
     assert HOSTILE["route_a"] in pie_names
+    model_cells = await page.locator("#cost-by-model tbody td:first-child").all_inner_texts()
+    assert HOSTILE["model"] in model_cells
+    await page.goto("/prices")
+    row = page.locator("#prices tbody tr").filter(has_text=HOSTILE["model"])
+    assert await row.locator("code").inner_text() == HOSTILE["model"]
+    assert await row.locator("input[name=model]").input_value() == HOSTILE["model"]
     watch.assert_clean()
     await context.close()
 

@@ -7,19 +7,22 @@ match no token) is visible to admins only.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from tokenmanager.access.actor import Actor
 from tokenmanager.analytics.costs import GROUP_BY, build_cost_rows
 from tokenmanager.analytics.figures import Totals
 from tokenmanager.analytics.windows import DAY, Window, day_starts, hour_starts
+from tokenmanager.calendar import period_bounds
 from tokenmanager.clock import utcnow
 from tokenmanager.errors import InvalidInputError, NotFoundError
 from tokenmanager.pricing.money import format_usd
 from tokenmanager.storage import analytics as analytics_sql
 from tokenmanager.storage import costs as costs_sql
+from tokenmanager.storage import spend as spend_sql
 from tokenmanager.storage import tokens as tokens_sql
 from tokenmanager.storage.analytics import UsageFilter
 from tokenmanager.storage.database import Database
@@ -297,6 +300,23 @@ class AnalyticsService:
             "totals": totals,
         }
 
+    # -- budgets -------------------------------------------------------------------------
+
+    async def period_spend(
+        self, subjects: Sequence[tuple[str, str, str]], at: datetime, zone: ZoneInfo
+    ) -> dict[tuple[str, str, str], tuple[int, datetime, datetime]]:
+        """(scope, subject, period) -> (spend in pUSD, period start, period end) for the
+        calendar period (in `zone`) containing `at`: what a budget bar shows. The caller has
+        read the token or team through its service, so the actor may see it."""
+        if not subjects:
+            return {}
+        bounds = {key: period_bounds(key[2], at, zone) for key in subjects}
+        async with self._db.read() as connection:
+            spent = await spend_sql.read_spend(
+                connection, [(*key, bounds[key][0]) for key in subjects]
+            )
+        return {key: (spent[(*key, bounds[key][0])], *bounds[key]) for key in subjects}
+
     # -- drill-downs ---------------------------------------------------------------------
 
     async def errors(
@@ -421,6 +441,8 @@ def _series_point(start: datetime, figures: Totals) -> dict[str, Any]:
         "avg_response_time": figures.avg_response_time,
         "p50_response_time": figures.percentile(0.50),
         "p95_response_time": figures.percentile(0.95),
+        "prompt_tokens": figures.prompt_tokens,
+        "completion_tokens": figures.completion_tokens,
     }
 
 

@@ -38,6 +38,7 @@ from tokenmanager.tokens.codec import hash_token
 from tokenmanager.usage.synthetic import (
     BurstFromNewIp,
     CallerProfile,
+    ModelProfile,
     RouteProfile,
     TrafficPlan,
     count_events,
@@ -66,14 +67,57 @@ class DemoRoute:
     # A made-up upstream key the gateway injects, to show injection (the mock accepts any). Not
     # on the echo service, which would show it to the caller.
     injects_credential: bool = True
+    provider: str | None = None  # an LLM route: the gateway meters tokens and cost
 
+
+# The models the LLM routes' history calls (costs at the shipped default prices); the mock
+# upstream answers any model name.
+OPENAI_MODELS = (
+    ModelProfile("gpt-4o-mini", weight=6, prompt_median=900, completion_median=220,
+                 cached_share=0.3),
+    ModelProfile("gpt-4o", weight=1.5, prompt_median=1600, completion_median=420,
+                 cached_share=0.2),
+    ModelProfile("text-embedding-3-small", weight=2.5, prompt_median=350, completion_median=0),
+)  # fmt: skip
+ANTHROPIC_MODELS = (
+    ModelProfile("claude-sonnet-4-5-20250929", weight=3, prompt_median=2200,
+                 completion_median=520, cached_share=0.4),
+    ModelProfile("claude-3-5-haiku-20241022", weight=1, prompt_median=800, completion_median=180),
+)  # fmt: skip
+ESTIMATED_SHARE = 0.03  # streams that ended without a usage report: counts estimated
+SNIPPET_MODEL = "gpt-4o-mini"
+ANTHROPIC_SNIPPET_MODEL = "claude-sonnet-4-5-20250929"
 
 ROUTES = (
     DemoRoute(
-        RouteProfile("/api/openai", median_ms=850, sigma=0.55, weight=3, error_rate=0.022),
+        RouteProfile(
+            "/api/openai",
+            median_ms=850,
+            sigma=0.55,
+            weight=3,
+            error_rate=0.022,
+            models=OPENAI_MODELS,
+            estimated_share=ESTIMATED_SHARE,
+        ),
         "/v1",
         "openai:chat",
-        "OpenAI-compatible chat completions (the built-in mock)",
+        "OpenAI-compatible LLM API: chat, responses, embeddings (the built-in mock)",
+        provider="openai",
+    ),
+    DemoRoute(
+        RouteProfile(
+            "/api/anthropic",
+            median_ms=1100,
+            sigma=0.5,
+            weight=1.5,
+            error_rate=0.02,
+            models=ANTHROPIC_MODELS,
+            estimated_share=ESTIMATED_SHARE,
+        ),
+        "",
+        "anthropic:messages",
+        "Anthropic Messages API: POST /api/anthropic/v1/messages (the built-in mock)",
+        provider="anthropic",
     ),
     DemoRoute(
         RouteProfile("/api/echo", median_ms=45, sigma=0.4, weight=2, error_rate=0.012),
@@ -104,7 +148,7 @@ class DemoToken:
 
 TOKENS = (
     DemoToken(
-        "n8n production", "backend-team", ("/api/openai", "/api/echo"), 6,
+        "n8n production", "backend-team", ("/api/openai", "/api/anthropic", "/api/echo"), 6,
         ("10.20.0.11", "10.20.0.12"), "n8n/1.64.0",
     ),
     DemoToken(
@@ -112,7 +156,7 @@ TOKENS = (
         ("10.20.1.5",), "Go-http-client/2.0",
     ),
     DemoToken(
-        "analytics notebook", "data-team", ("/api/openai",), 2,
+        "analytics notebook", "data-team", ("/api/openai", "/api/anthropic"), 2,
         ("10.30.4.17",), "openai-python/1.40.0",
     ),
     DemoToken(
@@ -120,7 +164,8 @@ TOKENS = (
         ("10.30.9.2",), "python-requests/2.32.3",
     ),
     DemoToken(
-        "research sandbox", "research-team", ("/api/openai", "/api/echo", "/api/reports"), 1,
+        "research sandbox", "research-team",
+        ("/api/openai", "/api/anthropic", "/api/echo", "/api/reports"), 1,
         ("10.40.2.8",), "openai-python/1.40.0",
     ),
     DemoToken(
@@ -128,8 +173,12 @@ TOKENS = (
         ("10.40.7.30",), "curl/8.5.0", idle_for=timedelta(days=18),
     ),
 )  # fmt: skip
-SNIPPET_TOKEN_NAME = "n8n production"  # noqa: S105 - a name; it has openai:chat, echo:read
+SNIPPET_TOKEN_NAME = "n8n production"  # noqa: S105 - a name; it may call every snippet's route
 BURST_TOKEN_NAME = "research sandbox"  # noqa: S105 - a name
+# A monthly budget set after the history so that this token has spent ~85 % of it: the
+# budget_threshold detector reports it, and the dashboard's budget bar shows it near full.
+BUDGET_TOKEN_NAME = "analytics notebook"  # noqa: S105 - a name
+BUDGET_SPENT_PERCENT = 85
 BURST_IP = "203.0.113.50"  # documentation range: a new address, never used before
 BURST_AGO = timedelta(days=4, hours=5)
 DETECT_SLICE = timedelta(hours=6)
@@ -240,6 +289,7 @@ async def _create_objects(
                 f"Bearer mock-{secrets.token_urlsafe(24)}" if route.injects_credential else None
             ),
             description=route.description,
+            provider=route.provider,
         )
     tokens: list[dict[str, Any]] = []
     for demo_token in TOKENS:
@@ -419,6 +469,7 @@ async def _prepare(settings: Settings, upstream_port: int) -> Prepared:
             admin_password, tokens = await _create_objects(services, upstream_port, start)
             plan = build_demo_plan(tokens, start, now, events=HISTORY_EVENTS, seed=1)
             written = await _write_history(services, plan, "30 days of usage", stop)
+            await _set_near_budget(services, tokens, now)
             detect_from = start
             state = {"status": "ready", "tokens": tokens, "history_until": now.isoformat()}
         else:
@@ -435,6 +486,30 @@ async def _prepare(settings: Settings, upstream_port: int) -> Prepared:
         await services.close()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+
+
+async def _set_near_budget(services: Services, tokens: list[dict[str, Any]], now: datetime) -> None:
+    """Give BUDGET_TOKEN_NAME a monthly budget it has spent ~BUDGET_SPENT_PERCENT of (its
+    spend this month read back from the history just written, the budget rounded up)."""
+    from tokenmanager.calendar import period_start
+    from tokenmanager.pricing.money import format_micro_usd
+    from tokenmanager.storage.spend import read_spend
+
+    token = next(t for t in tokens if t["name"] == BUDGET_TOKEN_NAME)
+    key = ("token", str(token["id"]), "month", period_start("month", now, services.settings.zone))
+    async with services.database.read() as connection:
+        spent_pusd = (await read_spend(connection, [key]))[key]
+    if spent_pusd <= 0:
+        return  # the first minutes of a month: nothing spent yet, no budget to sit near
+    # Whole cents when that moves the share by under 1 % (a budget of a dollar or more), else
+    # micro-dollars (early in a month, little is spent yet).
+    micro_pusd, cent_micro = 10**6, 10**4
+    budget_micro = -(-spent_pusd * 100 // (BUDGET_SPENT_PERCENT * micro_pusd))  # ceiling
+    if budget_micro >= 100 * cent_micro:
+        budget_micro = -(-budget_micro // cent_micro) * cent_micro
+    await services.tokens.update(
+        cli_actor(), token["id"], {"budget_usd": format_micro_usd(budget_micro)}
+    )
 
 
 async def _point_routes_at(services: Services, upstream_port: int) -> None:
@@ -622,7 +697,8 @@ def format_banner(settings: Settings, ports: dict[str, int], prepared: Prepared)
         ),
         f"  ('{BURST_TOKEN_NAME}' had a burst of calls from {BURST_IP} "
         f"{BURST_AGO.days} days ago; '{TOKENS[-1].name}' has been idle for "
-        f"{TOKENS[-1].idle_for.days if TOKENS[-1].idle_for else 0} days.)",
+        f"{TOKENS[-1].idle_for.days if TOKENS[-1].idle_for else 0} days; "
+        f"'{BUDGET_TOKEN_NAME}' has spent ~{BUDGET_SPENT_PERCENT} % of its monthly budget.)",
         "",
         f"Token '{token['name']}' (id {token['id']}): {secret}",
         "",
@@ -630,7 +706,15 @@ def format_banner(settings: Settings, ports: dict[str, int], prepared: Prepared)
         "",
         f"  curl -s {gateway}/api/openai/chat/completions -H 'Authorization: Bearer {secret}' "
         "-H 'Content-Type: application/json' "
-        """-d '{"model": "mock-model", "messages": [{"role": "user", "content": "Hello"}]}'""",
+        f"""-d '{{"model": "{SNIPPET_MODEL}", """
+        """"messages": [{"role": "user", "content": "Hello"}]}'""",
+        "",
+        "The Anthropic-compatible mock (X-API-Key, as the anthropic package sends it):",
+        "",
+        f"  curl -s {gateway}/api/anthropic/v1/messages -H 'X-API-Key: {secret}' "
+        "-H 'anthropic-version: 2023-06-01' -H 'Content-Type: application/json' "
+        f"""-d '{{"model": "{ANTHROPIC_SNIPPET_MODEL}", "max_tokens": 256, """
+        """"messages": [{"role": "user", "content": "Hello"}]}'""",
         "",
         "Call the JSON service (X-API-Key works as well as Authorization: Bearer):",
         "",
@@ -640,7 +724,7 @@ def format_banner(settings: Settings, ports: dict[str, int], prepared: Prepared)
         "",
         "from openai import OpenAI",
         f'client = OpenAI(base_url="{gateway}/api/openai", api_key="{secret}")',
-        'reply = client.chat.completions.create(model="mock-model", '
+        f'reply = client.chat.completions.create(model="{SNIPPET_MODEL}", '
         'messages=[{"role": "user", "content": "Hello"}])',
         "print(reply.choices[0].message.content)",
         "",

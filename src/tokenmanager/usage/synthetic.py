@@ -8,6 +8,12 @@ events go (the store, the ingestion API, a list), and the same plan always gives
                                with every injector's events merged in by time
       inject(plan)          -> what each injector planted: its `Anomaly` label and its events
 
+A route with `models` is an LLM route: its successful calls carry a model, token counts
+(lognormal per model, a few estimated as streams without a usage report) and the cost at the
+plan's prices (`PriceBook.cost_for`, the gateway's rule); its refused calls bill 0 tokens, and
+calls that never got an answer carry only the requested model. These fields are drawn from a
+generator of their own per call, so giving a route models never changes the rest of the traffic.
+
 Anomalies are added by injectors: any object with `inject(plan, rng) -> Injection` (see
 `AnomalyInjector`; `BurstFromNewIp` is one). An injector gets its own random generator, seeded
 from the plan's seed and its position, so adding one never changes the normal traffic.
@@ -20,20 +26,41 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from tokenmanager.llm.models import LlmUsage, UsageSource
+from tokenmanager.pricing.book import PriceBook
+from tokenmanager.pricing.defaults import DEFAULT_PRICES
+from tokenmanager.pricing.models import Price, compute_cost_pusd, match_price
 from tokenmanager.usage.events import UsageEvent
 
 HOUR = timedelta(hours=1)
 
 
+DEFAULT_PRICE_BOOK = PriceBook.of(DEFAULT_PRICES)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelProfile:
+    """One model an LLM route serves: its share of the route's calls and the medians of its
+    lognormal token counts (an embedding model completes 0 tokens)."""
+
+    model: str
+    weight: float = 1.0
+    prompt_median: int = 800
+    completion_median: int = 250
+    sigma: float = 0.7
+    cached_share: float = 0.0  # of the calls, how many read part of the prompt from a cache
+
+
 @dataclass(frozen=True, slots=True)
 class RouteProfile:
     """How one route behaves: lognormal latency around `median_ms`, its share of the calls of
-    the callers that use it, and how often it fails."""
+    the callers that use it, and how often it fails. With `models`, an LLM route; of its
+    successful calls, `estimated_share` have estimated counts (streams without a report)."""
 
     path: str
     median_ms: float
@@ -42,6 +69,8 @@ class RouteProfile:
     error_rate: float = 0.02
     post_share: float = 0.85
     timeout_ms: int = 60_000
+    models: tuple[ModelProfile, ...] = ()
+    estimated_share: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +150,7 @@ class TrafficPlan:
     error_kinds: tuple[ErrorKind, ...] = ERROR_KINDS
     weekend_factor: float = 0.4
     injectors: tuple[AnomalyInjector, ...] = ()
+    prices: Mapping[str, Price] | None = None  # None: the shipped default prices
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.end.tzinfo is None:
@@ -285,7 +315,7 @@ def build_call(
             else max(1, int(latency_ms * kind.latency_factor))
         )
     ips = caller.ip_addresses
-    return UsageEvent(
+    event = UsageEvent(
         token_hash=caller.token_hash,
         route_path=route.path,
         used_at=used_at,
@@ -303,6 +333,49 @@ def build_call(
         failure_kind=failure_kind,
         source=caller.source,
     )
+    if route.models:
+        _meter(plan, route, event)
+    return event
+
+
+def _meter(plan: TrafficPlan, route: RouteProfile, event: UsageEvent) -> None:
+    """An LLM route's call: model, counts and cost, as the gateway records them, drawn from the
+    call's own generator (seeded by its event id)."""
+    rng = random.Random(event.event_id)  # noqa: S311 - synthetic data
+    profile = rng.choices(route.models, weights=[m.weight for m in route.models])[0]
+    event.model = profile.model
+    if event.failure_kind is not None:
+        return  # no answer from the upstream: nothing metered, as in the gateway
+    if event.response_status is not None and event.response_status >= 400:
+        prompt = completion = 0  # a refused or failed request bills nothing
+        cached: int | None = 0
+        source = UsageSource.REPORTED
+    else:
+        prompt = max(1, round(_lognormal(rng, math.log(profile.prompt_median), profile.sigma)))
+        completion = (
+            max(1, round(_lognormal(rng, math.log(profile.completion_median), profile.sigma)))
+            if profile.completion_median
+            else 0
+        )
+        estimated = rng.random() < route.estimated_share
+        source = UsageSource.ESTIMATED if estimated else UsageSource.REPORTED
+        cached = None if estimated else 0
+        if not estimated and rng.random() < profile.cached_share:
+            cached = prompt * rng.randint(2, 8) // 10
+    usage = LlmUsage(
+        model=profile.model,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_prompt_tokens=cached,
+        reasoning_tokens=None,
+        usage_source=source,
+    )
+    prices = DEFAULT_PRICE_BOOK.prices if plan.prices is None else plan.prices
+    event.prompt_tokens = prompt
+    event.completion_tokens = completion
+    event.cached_prompt_tokens = cached
+    event.usage_source = source.value
+    event.cost_pusd = compute_cost_pusd(match_price(profile.model, prices), usage)  # as PriceBook
 
 
 def _normal_traffic(plan: TrafficPlan, rng: random.Random) -> Iterator[list[UsageEvent]]:

@@ -29,6 +29,8 @@ from tokenmanager.web.views import (
 router = APIRouter(include_in_schema=False)
 
 DASHBOARD_TOP = 3
+COST_ROWS = 10  # rows per cost table on /usage-analytics (the API has them all)
+COST_GROUPS = ("model", "team", "token")
 LIVE_SAMPLE = 1000  # the newest calls the live success rate looks at
 OPEN_FINDINGS_SHOWN = 5
 AUDIT_PAGE = 100
@@ -113,8 +115,16 @@ async def usage_analytics_data(services: Services, actor: Actor, params: Any) ->
     stats = await services.analytics.stats(
         actor, choice.window, bucket=choice.bucket, team_id=team_id
     )
+    # The same service call /api/usage/costs answers with, once per grouping.
+    costs = {}
+    for group_by in COST_GROUPS:
+        answer = await services.analytics.costs(
+            actor, choice.window, group_by=group_by, team_id=team_id
+        )
+        costs[group_by] = {"rows": answer["rows"][:COST_ROWS], "totals": answer["totals"]}
     return {
         **stats,
+        "costs": costs,
         "route_shares": route_shares(stats["top_routes"]),
         "filters": {"team_id": team_id, **choice.filters},
     }

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse, Response
 
-from tokenmanager.web import pages, routes, security, session, tokens
+from tokenmanager.web import pages, prices, routes, security, session, tokens
 from tokenmanager.web.rendering import STATIC_DIR, Renderer
 from tokenmanager.web.session import SignInRequiredError
 
@@ -23,5 +23,5 @@ def install_dashboard(app: FastAPI) -> None:
     app.state.web_renderer = Renderer()
     app.add_exception_handler(SignInRequiredError, _redirect_to_login)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for module in (session, pages, tokens, routes, security):
+    for module in (session, pages, tokens, routes, security, prices):
         app.include_router(module.router)

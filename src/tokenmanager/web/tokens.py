@@ -18,10 +18,11 @@ from tokenmanager.api.schemas import ObjectId
 from tokenmanager.clock import utcnow
 from tokenmanager.composition import Services
 from tokenmanager.errors import InvalidInputError, NotFoundError, TokenManagerError
+from tokenmanager.pricing.money import format_micro_usd
 from tokenmanager.tokens.models import IssuedToken
 from tokenmanager.web.rendering import PageContext, Renderer, twin
 from tokenmanager.web.session import Page, RendererDep, twin_url
-from tokenmanager.web.views import token_display_state
+from tokenmanager.web.views import budget_view, token_display_state
 
 router = APIRouter(include_in_schema=False)
 
@@ -43,8 +44,28 @@ async def tokens_data(services: Services, actor: Actor) -> dict[str, Any]:
         for entry in await services.analytics.calls_by_token(actor, window)
         if entry["token_id"] is not None
     }
+    teams = await services.teams.list(actor)
+    budgeted = [team for team in teams if team.budget_micro_usd is not None]
+    spend = await services.analytics.period_spend(
+        [("team", team.id, team.budget_period or "month") for team in budgeted],
+        now,
+        services.settings.zone,
+    )
     return {
         "window": {"since": window.since.isoformat(), "until": window.until.isoformat()},
+        # Teams have no page of their own: their budgets are shown where tokens are issued.
+        "team_budgets": [
+            {
+                "team_id": team.id,
+                "name": team.name,
+                "budget": budget_view(
+                    team.budget_micro_usd,
+                    team.budget_period,
+                    *spend[("team", team.id, team.budget_period or "month")],
+                ),
+            }
+            for team in budgeted
+        ],
         "tokens": [
             {
                 "id": token.id,
@@ -57,6 +78,14 @@ async def tokens_data(services: Services, actor: Actor) -> dict[str, Any]:
                 "expires_at": token.expires_at.isoformat() if token.expires_at else None,
                 "last_used": token.last_used.isoformat() if token.last_used else None,
                 "call_count": calls.get(token.id, 0),
+                "budget_usd": (
+                    format_micro_usd(token.budget_micro_usd)
+                    if token.budget_micro_usd is not None
+                    else None
+                ),
+                "budget_period": token.budget_period
+                if token.budget_micro_usd is not None
+                else None,
             }
             for token in tokens
         ],
@@ -199,6 +228,11 @@ async def token_data(services: Services, actor: Actor, token_id: int) -> dict[st
             "revoked_at": token.revoked_at.isoformat() if token.revoked_at else None,
         }
     )
+    usage["budget"] = None
+    if token.budget_micro_usd is not None:
+        key = ("token", str(token.id), token.budget_period or "month")
+        spend = await services.analytics.period_spend([key], now, services.settings.zone)
+        usage["budget"] = budget_view(token.budget_micro_usd, token.budget_period, *spend[key])
     return usage
 
 

@@ -1,6 +1,7 @@
 """What the pages show that the services do not compute themselves: a token's display state,
 the live success rate from the newest calls, the top-5 route shares, the time-range picker's
-window. Pure functions over service results; every figure still comes from the services."""
+window, a budget bar. Pure functions over service results; every figure still comes from the
+services."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tokenmanager.analytics.windows import Window, build_window
+from tokenmanager.pricing.money import format_micro_usd, format_usd
 from tokenmanager.tokens.models import Token, TokenState
 from tokenmanager.usage.events import UsageEvent
 
@@ -125,3 +127,31 @@ def _parse_moment(text: str, field: str, *, end_of_day: bool = False) -> datetim
     if end_of_day and len(text) == 10:  # a bare date as the end means the whole day
         moment += timedelta(days=1)
     return moment
+
+
+PICO_PER_MICRO = 10**6
+
+
+def budget_view(
+    budget_micro_usd: int | None,
+    budget_period: str | None,
+    spent_pusd: int,
+    period_start: datetime,
+    period_end: datetime,
+) -> dict[str, Any] | None:
+    """A budget bar: spent and budget as the API's exact decimal strings, the calendar period
+    they are for, and the whole percent spent (integer arithmetic, capped at 100 for the bar;
+    `percent_spent` itself may exceed 100). None without a budget."""
+    if budget_micro_usd is None:
+        return None
+    budget_pusd = budget_micro_usd * PICO_PER_MICRO
+    percent = spent_pusd * 100 // budget_pusd if budget_pusd else (100 if spent_pusd else 0)
+    return {
+        "budget_usd": format_micro_usd(budget_micro_usd),
+        "budget_period": budget_period or "month",
+        "spent_usd": format_usd(spent_pusd),
+        "period_start": period_start.isoformat(),
+        "period_end": period_end.isoformat(),
+        "percent_spent": percent,
+        "bar_percent": min(percent, 100),
+    }

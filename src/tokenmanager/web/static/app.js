@@ -56,6 +56,20 @@
       ];
       return option;
     },
+    "token-trend": function (data, labels) {
+      // LLM tokens per hour (or day), prompt and completion stacked.
+      var points = data.hourly_usage;
+      var option = base();
+      option.xAxis = { type: "category", data: points.map(function (p) { return hourLabel(p.hour); }) };
+      option.yAxis = { type: "value", minInterval: 1 };
+      option.series = [
+        { name: labels.prompt, type: "bar", stack: "tokens",
+          data: points.map(function (p) { return p.prompt_tokens; }) },
+        { name: labels.completion, type: "bar", stack: "tokens",
+          data: points.map(function (p) { return p.completion_tokens; }) }
+      ];
+      return option;
+    },
     "dashboard-trend": function (data, labels) {
       var points = data.trend.hourly_usage;
       var option = base();
