@@ -3,6 +3,7 @@ and with `--migrate` it starts, answers the health checks over HTTP and stops on
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -105,3 +106,19 @@ def test_serve_on_an_occupied_port_exits_naming_the_port(
     assert result.returncode == 5
     assert f"127.0.0.1:{busy_port}" in message(result)
     assert option in message(result)
+
+
+def test_serve_refuses_an_edge_sync_directory_that_is_not_an_edge_project(
+    tmp_path: Path,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tokenmanager", "serve", "--edge-sync", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TOKENMANAGER_DATA_DIR": str(tmp_path / "data")},
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "has no wrangler.toml" in result.stderr
+    assert "edge init" in result.stderr

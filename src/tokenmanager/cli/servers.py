@@ -9,12 +9,15 @@ import functools
 import logging
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tokenmanager.cli.output import EXIT_CONFIG, exit_code_for, fail, stdout
+from tokenmanager.cli.output import EXIT_CONFIG, EXIT_INVALID, exit_code_for, fail, stdout
 from tokenmanager.errors import ConfigurationError, TokenManagerError
 from tokenmanager.settings import Settings, load_settings
 
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
     from tokenmanager.cli.gateway_process import GatewayProcess
 
 GATEWAY_READY_DEADLINE_S = 60
+EDGE_SYNC_STOP_S = 30  # edge sync --watch finishes the write under way, then exits
 
 
 def exit_cleanly_after_signals() -> None:
@@ -149,14 +153,25 @@ def serve(
     run_migrations: Annotated[
         bool, typer.Option("--migrate", help="Upgrade the schema first instead of refusing.")
     ] = False,
+    edge_sync: Annotated[
+        Path | None,
+        typer.Option(
+            "--edge-sync",
+            help="Edge project (from `edge init`) whose KV follows every token and route change.",
+        ),
+    ] = None,
 ) -> None:
-    """Run the control plane (admin API) and, in processes of its own, the gateway."""
+    """Run the control plane (admin API) and, in processes of its own, the gateway (and, with
+    --edge-sync, `tokenmanager edge sync --watch` for the edge Worker)."""
     from tokenmanager.api.app import create_app
     from tokenmanager.cli.gateway_process import GatewayProcess, default_gateway_workers
     from tokenmanager.composition import build_services
     from tokenmanager.gateway.server import raise_open_file_limit
 
     settings = _settings()
+    if edge_sync is not None and not (edge_sync / "wrangler.toml").is_file():
+        fail(f"--edge-sync: {edge_sync} has no wrangler.toml; create it with `tokenmanager edge "
+             "init DIR`", EXIT_INVALID)  # fmt: skip
     _prepare_database(settings, run_migrations)
     check_port_free(host, port, "--port")
     if not no_gateway:
@@ -168,16 +183,21 @@ def serve(
         fail(exc.message, EXIT_CONFIG)
     workers = gateway_workers or default_gateway_workers()
     gateways = [] if no_gateway else [GatewayProcess(settings, host, gateway_port, workers)]
-    if asyncio.run(_serve_all(servers, gateways, host, port)) != 0:
+    if asyncio.run(_serve_all(servers, gateways, host, port, edge_sync)) != 0:
         raise typer.Exit(1)
 
 
 async def _serve_all(
-    servers: list[Any], gateways: list[GatewayProcess], host: str, port: int
+    servers: list[Any],
+    gateways: list[GatewayProcess],
+    host: str,
+    port: int,
+    edge_project: Path | None = None,
 ) -> int:
     """Serve until a signal; 0 if every gateway process also stopped cleanly."""
     stopping = asyncio.Event()
     stop_on_signals(servers, stopping, gateways)
+    edge_watcher = await _start_edge_sync(edge_project) if edge_project is not None else None
     for gateway_process in gateways:
         await gateway_process.start()
     supervising = [asyncio.create_task(g.supervise()) for g in gateways]
@@ -198,9 +218,30 @@ async def _serve_all(
         for gateway_process in gateways:
             gateway_process.stop()  # also when the control plane ended on its own
         returncodes = await asyncio.gather(*supervising)
+        if edge_watcher is not None:
+            await _stop_process(edge_watcher)
     if any(returncodes):
         logging.getLogger(__name__).warning("the gateway stopped with exit code %s", returncodes)
     return 1 if any(returncodes) else 0
+
+
+async def _start_edge_sync(project: Path) -> asyncio.subprocess.Process:
+    """`tokenmanager edge sync --watch` beside the control plane: a process of its own, so a
+    slow wrangler never holds up the control plane's loop."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tokenmanager", "edge", "sync", "--project", str(project), "--watch",
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def _stop_process(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), EDGE_SYNC_STOP_S)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
 
 def gateway(
