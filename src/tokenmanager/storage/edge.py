@@ -9,22 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tokenmanager.storage.gateway import TOKEN_RECORD_COLUMNS
 from tokenmanager.storage.schema import routes, teams, tokens
-
-_TOKEN_COLUMNS = (
-    tokens.c.id,
-    tokens.c.team_id,
-    tokens.c.token_hash,
-    tokens.c.scopes,
-    tokens.c.expires_at,
-    tokens.c.revoked_at,
-    tokens.c.previous_token_hash,
-    tokens.c.previous_hash_expires_at,
-    tokens.c.rate_limit_per_s,
-    tokens.c.rate_limit_per_min,
-    teams.c.rate_limit_per_s.label("team_rate_limit_per_s"),
-    teams.c.rate_limit_per_min.label("team_rate_limit_per_min"),
-)
 
 
 async def list_edge_token_rows(
@@ -32,7 +18,9 @@ async def list_edge_token_rows(
 ) -> list[sa.Row[Any]]:
     """Token rows (with team limits) ordered by id; `token_ids=None` means every token."""
     query = (
-        sa.select(*_TOKEN_COLUMNS).join(teams, teams.c.id == tokens.c.team_id).order_by(tokens.c.id)
+        sa.select(*TOKEN_RECORD_COLUMNS)
+        .join(teams, teams.c.id == tokens.c.team_id)
+        .order_by(tokens.c.id)
     )
     if token_ids is not None:
         query = query.where(tokens.c.id.in_(list(token_ids)))
