@@ -168,27 +168,43 @@ async def test_a_period_alone_on_a_token_without_budget_gets_422(
     expect_error(answer, 422, "budget_period")
 
 
-async def test_viewer_sets_budgets_on_their_teams_tokens_only(
-    app_client: Client, admin_headers: Headers, viewer_headers: Headers
+async def test_member_sets_budgets_on_their_teams_tokens_only(
+    app_client: Client, admin_headers: Headers, member_headers: Headers
 ) -> None:
-    mine = await issue(app_client, viewer_headers, budget_usd="5", budget_period="day")
+    mine = await issue(app_client, member_headers, budget_usd="5", budget_period="day")
     assert mine.status_code == 201, mine.text
     assert budget_of(mine.json()) == ("5", "day")
     changed = await app_client.patch(
-        f"/api/tokens/{mine.json()['id']}", json={"budget_usd": "7"}, headers=viewer_headers
+        f"/api/tokens/{mine.json()['id']}", json={"budget_usd": "7"}, headers=member_headers
     )
     assert budget_of(changed.json()) == ("7", "day")
 
     theirs = (await issue(app_client, admin_headers, team_id="team-b")).json()
     expect_error(
         await app_client.patch(
-            f"/api/tokens/{theirs['id']}", json={"budget_usd": "1"}, headers=viewer_headers
+            f"/api/tokens/{theirs['id']}", json={"budget_usd": "1"}, headers=member_headers
         ),
         404,
     )
-    expect_error(await issue(app_client, viewer_headers, team_id="team-b", budget_usd="1"), 404)
+    expect_error(await issue(app_client, member_headers, team_id="team-b", budget_usd="1"), 404)
     read = await get_json(app_client, admin_headers, f"/api/tokens/{theirs['id']}")
     assert budget_of(read) == (None, None)
+
+
+async def test_a_viewer_cannot_set_a_budget(
+    app_client: Client, admin_headers: Headers, viewer_headers: Headers
+) -> None:
+    token = (await issue(app_client, admin_headers)).json()
+    expect_error(
+        await app_client.patch(
+            f"/api/tokens/{token['id']}", json={"budget_usd": "1"}, headers=viewer_headers
+        ),
+        403,
+    )
+    assert budget_of(await get_json(app_client, admin_headers, f"/api/tokens/{token['id']}")) == (
+        None,
+        None,
+    )
 
 
 # Teams
