@@ -6,7 +6,7 @@ accounting, the non-LLM path against the gateway before issue 13, and the budget
 1. Accounting: `tokenmanager mock-upstream` (its own process) behind `tokenmanager gateway
    --workers 1` on SQLite, three routes to it: `provider: null`, `openai` with
    include_stream_usage on, `openai` with it off. A 1,000-chunk SSE chat completion and a
-   ~64 KiB JSON completion, from a few concurrent aiohttp callers in this process, batch by batch
+   ~64 KiB JSON completion (small requests), from a few concurrent aiohttp callers in this process, batch by batch
    and route by route interleaved; CPU is the gateway's process tree's (its usage-writer child
    included) from /proc, per call.
 2. Non-LLM path: the current gateway and the one at --before-commit (a temporary git worktree,
@@ -29,6 +29,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -56,7 +57,9 @@ PYTHON = sys.executable
 TOKENMANAGER = [PYTHON, "-m", "tokenmanager"]
 MODEL = "bench-model"
 SSE_CHUNKS = 1000
-JSON_BODY_BYTES = 64 * 1024
+# The mock's non-streamed reply is then the words "w0 w1 ... w10899": a chat completion body
+# of about 64 KiB (65,500 bytes) from a small request, as a long completion is.
+JSON_REPLY_WORDS = 10_900
 CALLERS = 4
 # Time for the usage writer to write the batch's events (flush interval 0.2 s) before the
 # CPU is read, so a batch's recording is counted in its own cell, not the next one's.
@@ -117,12 +120,6 @@ def spread(values: list[float]) -> str:
 # -- 1. accounting -----------------------------------------------------------------------------
 
 
-def json_reply() -> str:
-    """A reply that makes the mock's chat completion body about JSON_BODY_BYTES long."""
-    words = " ".join(f"word{index % 1000:03d}" for index in range(JSON_BODY_BYTES // 8))
-    return words[: JSON_BODY_BYTES - 420].rstrip()
-
-
 def llm_requests() -> dict[str, dict[str, Any]]:
     messages = [{"role": "user", "content": "Count for the benchmark, please."}]
     return {
@@ -133,7 +130,7 @@ def llm_requests() -> dict[str, dict[str, Any]]:
             "mock_chunks": SSE_CHUNKS,
             "mock_interval_ms": 0,
         },
-        "JSON, 64 KiB": {"model": MODEL, "messages": messages, "mock_reply": json_reply()},
+        "JSON, 64 KiB": {"model": MODEL, "messages": messages, "mock_chunks": JSON_REPLY_WORDS},
     }
 
 
@@ -609,6 +606,8 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/llm.md")
     args = parser.parse_args()
+    # Stopped with SIGTERM, the servers, the temporary worktree and the data dirs are cleaned up.
+    signal.signal(signal.SIGTERM, lambda _signal, _frame: sys.exit(1))
     ensure_tools()
     with before_worktree(args.before_commit) as before:
         runs = [run_once(args, before / "src") for _ in range(args.runs)]
