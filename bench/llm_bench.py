@@ -6,9 +6,9 @@ accounting, the non-LLM path against the gateway before issue 13, and the budget
 1. Accounting: `tokenmanager mock-upstream` (its own process) behind `tokenmanager gateway
    --workers 1` on SQLite, three routes to it: `provider: null`, `openai` with
    include_stream_usage on, `openai` with it off. A 1,000-chunk SSE chat completion and a
-   ~64 KiB JSON completion (small requests), from a few concurrent aiohttp callers in this process, batch by batch
-   and route by route interleaved; CPU is the gateway's process tree's (its usage-writer child
-   included) from /proc, per call.
+   ~64 KiB JSON completion (small requests), from a few concurrent aiohttp callers in this
+   process, batch by batch and route by route interleaved; CPU is the gateway's process
+   tree's (its usage-writer child included) from /proc, per call.
 2. Non-LLM path: the current gateway and the one at --before-commit (a temporary git worktree,
    its own data dir migrated by its own code) in front of nginx answering ~200 bytes of JSON,
    wrk against each in turn, several rounds; CPU per request of each gateway's process tree.
