@@ -100,7 +100,9 @@ class StoreLedger:
         self._last_asked: dict[SpendKey, float] = {}
         self._pending_events: dict[str, tuple[list[SpendKey], int]] = {}
         self._pending: dict[SpendKey, int] = {}
-        self._settled: list[tuple[int, list[SpendKey], int]] = []  # (poll generation, keys, cost)
+        # Costs settled per poll generation, and their sum per key (read on every check).
+        self._settled: dict[int, dict[SpendKey, int]] = {}
+        self._settled_sum: dict[SpendKey, int] = {}
         self._generation = 0
         self._first_reads: dict[SpendKey, asyncio.Future[None]] = {}
         self._poller: asyncio.Task[None] | None = None
@@ -128,8 +130,7 @@ class StoreLedger:
         stored = self._stored.get(key)
         if stored is None:
             return None
-        settled = sum(cost for _, keys, cost in self._settled if key in keys)
-        return stored + self._pending.get(key, 0) + settled
+        return stored + self._pending.get(key, 0) + self._settled_sum.get(key, 0)
 
     def add(self, event_id: str, keys: list[SpendKey], cost_pusd: int) -> None:
         if len(self._pending_events) >= MAX_PENDING_EVENTS:
@@ -146,7 +147,11 @@ class StoreLedger:
             entry = self._pending_events.pop(event.event_id, None)
             if entry is not None:
                 self._unpend(*entry)
-                self._settled.append((self._generation, *entry))
+                keys, cost_pusd = entry
+                settled = self._settled.setdefault(self._generation, {})
+                for key in keys:
+                    settled[key] = settled.get(key, 0) + cost_pusd
+                    self._settled_sum[key] = self._settled_sum.get(key, 0) + cost_pusd
 
     def _unpend(self, keys: list[SpendKey], cost_pusd: int) -> None:
         for key in keys:
@@ -206,7 +211,13 @@ class StoreLedger:
         if not values:
             return
         self._stored.update(values)
-        self._settled = [entry for entry in self._settled if entry[0] >= generation]
+        for old in [g for g in self._settled if g < generation]:
+            for key, cost_pusd in self._settled.pop(old).items():
+                left = self._settled_sum[key] - cost_pusd
+                if left:
+                    self._settled_sum[key] = left
+                else:
+                    del self._settled_sum[key]
 
 
 class RedisLedger:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+from tokenmanager.analytics.figures import cost_usd
 from tokenmanager.gateway.budgets import BudgetGuard, GuardedBudget
 from tokenmanager.gateway.verification import TokenRecord
 from tokenmanager.pricing.money import format_micro_usd, format_usd, micro_to_pusd
@@ -65,15 +66,13 @@ class SelfService:
 
 
 def _figures(sums: UsageSums) -> dict[str, Any]:
-    """Calls, tokens and cost; the cost is null when every LLM call had no price (unknown,
-    not free)."""
-    is_unknown = sums.llm_calls > 0 and sums.unpriced_calls == sums.llm_calls
+    """Calls, tokens and cost (null when every LLM call had no price: unknown, not free)."""
     return {
         "calls": sums.calls,
         "errors": sums.errors,
         "prompt_tokens": sums.prompt_tokens,
         "completion_tokens": sums.completion_tokens,
-        "cost_usd": None if is_unknown else format_usd(sums.cost_pusd),
+        "cost_usd": cost_usd(sums.cost_pusd, sums.llm_calls, sums.unpriced_calls),
     }
 
 
